@@ -1,0 +1,39 @@
+//! The one RocksDB database a node keeps under its data directory, and the
+//! column families the Raft log and the state machine share it as.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+/// Raft log entries, keyed by big-endian index.
+pub const CF_LOG: &str = "log";
+/// Raft log metadata: vote, last purged log id, committed log id.
+pub const CF_LOG_META: &str = "log_meta";
+/// Values: encoded location -> 8-byte big-endian deadline followed by the value.
+pub const CF_DATA: &str = "data";
+/// Expiry index: 8-byte big-endian deadline + encoded location -> empty.
+pub const CF_EXPIRY: &str = "expiry";
+/// State-machine metadata: last applied log id, membership, clock.
+pub const CF_SM_META: &str = "sm_meta";
+
+const ALL: [&str; 5] = [CF_LOG, CF_LOG_META, CF_DATA, CF_EXPIRY, CF_SM_META];
+
+/// Opens (creating if needed) the node's database at `path`.
+pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let cfs = ALL
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+/// Looks up a column family this module created.
+pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    // Every name in ALL is created by `open`; a missing one is a programming error.
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} is created by store::db::open"))
+}

@@ -1,0 +1,321 @@
+//! The replicated keyspace: values with absolute deadlines, an expiry index
+//! ordered by deadline, and the logical clock (the highest time stamp any
+//! applied entry carried).
+//!
+//! [`Keyspace::apply`] turns one [`Command`] into writes on a RocksDB
+//! [`WriteBatch`]; it is deterministic and never reads the local clock, so
+//! every replica that applies the same log holds the same bytes. Reads take
+//! the caller's clock and hide anything at or past its deadline, whether or
+//! not the purge that removes it has been applied yet.
+
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use sha2::{Digest, Sha256};
+
+use super::command::{Applied, Command};
+use super::db::{cf, CF_DATA, CF_EXPIRY, CF_SM_META};
+
+/// Key of the logical clock in the state-machine metadata.
+pub(crate) const META_CLOCK: &[u8] = b"clock";
+
+/// Errors from the keyspace: storage failures or corrupt bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyspaceError {
+    /// RocksDB failed.
+    #[error("storage error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Stored bytes did not have the expected shape.
+    #[error("corrupt stored record: {0}")]
+    Corrupt(&'static str),
+}
+
+impl From<KeyspaceError> for std::io::Error {
+    fn from(e: KeyspaceError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+/// A value as stored: its deadline and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Absolute deadline, ms since the Unix epoch. Visible while `now < deadline_ms`.
+    pub deadline_ms: u64,
+    /// The value bytes.
+    pub value: Vec<u8>,
+}
+
+/// Handle to the replicated keyspace inside the node's database.
+#[derive(Clone)]
+pub struct Keyspace {
+    db: Arc<DB>,
+}
+
+impl Keyspace {
+    /// Wraps the database opened by [`crate::store::db::open`].
+    pub fn new(db: Arc<DB>) -> Self {
+        Keyspace { db }
+    }
+
+    /// The database this keyspace lives in.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// The highest time stamp any applied entry carried (0 before any).
+    pub fn clock(&self) -> Result<u64, KeyspaceError> {
+        match self.db.get_cf(cf(&self.db, CF_SM_META), META_CLOCK)? {
+            None => Ok(0),
+            Some(b) => decode_u64(&b).ok_or(KeyspaceError::Corrupt("clock")),
+        }
+    }
+
+    /// The stored record for `key`, expired or not.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Stored>, KeyspaceError> {
+        match self.db.get_cf(cf(&self.db, CF_DATA), key)? {
+            None => Ok(None),
+            Some(b) => decode_stored(&b).map(Some),
+        }
+    }
+
+    /// The live value for `key` at time `now_ms`: `None` if absent or if its
+    /// deadline is at or before `max(now_ms, clock)`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>, KeyspaceError> {
+        let now = now_ms.max(self.clock()?);
+        Ok(self
+            .get_raw(key)?
+            .filter(|s| now < s.deadline_ms)
+            .map(|s| s.value))
+    }
+
+    /// Whether any value's deadline is at or before `now_ms` (cheap: reads
+    /// the first entry of the expiry index).
+    pub fn has_expired(&self, now_ms: u64) -> Result<bool, KeyspaceError> {
+        let mut it = self
+            .db
+            .iterator_cf(cf(&self.db, CF_EXPIRY), IteratorMode::Start);
+        match it.next() {
+            None => Ok(false),
+            Some(item) => {
+                let (k, _) = item?;
+                let deadline = decode_u64(&k).ok_or(KeyspaceError::Corrupt("expiry key"))?;
+                Ok(deadline <= now_ms)
+            }
+        }
+    }
+
+    /// Adds the writes that apply `cmd` to `batch`, given the clock before
+    /// this entry; returns the result and the clock after it.
+    ///
+    /// `batch` must be written before the next call: reads here see only the
+    /// database, not earlier unwritten batches.
+    pub fn apply(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &Command,
+        clock: u64,
+    ) -> Result<(Applied, u64), KeyspaceError> {
+        let data = cf(&self.db, CF_DATA);
+        let expiry = cf(&self.db, CF_EXPIRY);
+        match cmd {
+            Command::Save {
+                key,
+                value,
+                ttl_ms,
+                stamp_ms,
+            } => {
+                let now = clock.max(*stamp_ms);
+                let deadline_ms = now.saturating_add(*ttl_ms);
+                if let Some(old) = self.get_raw(key)? {
+                    batch.delete_cf(expiry, expiry_key(old.deadline_ms, key));
+                }
+                batch.put_cf(data, key, encode_stored(deadline_ms, value));
+                batch.put_cf(expiry, expiry_key(deadline_ms, key), []);
+                batch.put_cf(cf(&self.db, CF_SM_META), META_CLOCK, now.to_be_bytes());
+                Ok((Applied::Saved { deadline_ms }, now))
+            }
+            Command::Delete { key } => {
+                let existed = match self.get_raw(key)? {
+                    Some(old) => {
+                        batch.delete_cf(expiry, expiry_key(old.deadline_ms, key));
+                        batch.delete_cf(data, key);
+                        true
+                    }
+                    None => false,
+                };
+                Ok((Applied::Deleted { existed }, clock))
+            }
+            Command::Register { node, incarnation } => {
+                let key = member_key(*node);
+                if self.get_raw(&key)?.is_some() {
+                    return Ok((Applied::Registered { recorded: false }, clock));
+                }
+                batch.put_cf(
+                    data,
+                    key,
+                    encode_stored(u64::MAX, &incarnation.to_be_bytes()),
+                );
+                Ok((Applied::Registered { recorded: true }, clock))
+            }
+            Command::Purge { now_ms, limit } => {
+                let now = clock.max(*now_ms);
+                let mut count = 0u32;
+                for item in self.db.iterator_cf(expiry, IteratorMode::Start) {
+                    if count >= *limit {
+                        break;
+                    }
+                    let (k, _) = item?;
+                    let deadline = decode_u64(&k).ok_or(KeyspaceError::Corrupt("expiry key"))?;
+                    if deadline > now {
+                        break;
+                    }
+                    batch.delete_cf(expiry, &k);
+                    batch.delete_cf(data, &k[8..]);
+                    count += 1;
+                }
+                batch.put_cf(cf(&self.db, CF_SM_META), META_CLOCK, now.to_be_bytes());
+                Ok((Applied::Purged { count }, now))
+            }
+        }
+    }
+
+    /// The incarnation on record for member `node`, if any.
+    pub fn member_incarnation(&self, node: u64) -> Result<Option<u64>, KeyspaceError> {
+        match self.get_raw(&member_key(node))? {
+            None => Ok(None),
+            Some(s) => decode_u64(&s.value)
+                .map(Some)
+                .ok_or(KeyspaceError::Corrupt("member record")),
+        }
+    }
+
+    /// Visits every stored record (expired ones included) in key order, from
+    /// a consistent point-in-time view.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), KeyspaceError>,
+    ) -> Result<(), KeyspaceError> {
+        let snap = self.db.snapshot();
+        for item in snap.iterator_cf(cf(&self.db, CF_DATA), IteratorMode::Start) {
+            let (k, v) = item?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// A digest of every record and the clock, and the number of client
+    /// values (member records are digested but not counted): equal on
+    /// replicas that applied the same entries.
+    pub fn digest(&self) -> Result<(String, u64), KeyspaceError> {
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        h.update(self.clock()?.to_be_bytes());
+        self.for_each(|k, v| {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k);
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v);
+            if k.first() != Some(&SYSTEM_TAG) {
+                n += 1;
+            }
+            Ok(())
+        })?;
+        let hex = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        Ok((hex, n))
+    }
+
+    /// Adds writes that remove every record, index entry and the clock.
+    pub fn clear(&self, batch: &mut WriteBatch) -> Result<(), KeyspaceError> {
+        for name in [CF_DATA, CF_EXPIRY] {
+            let handle = cf(&self.db, name);
+            let mut it = self.db.iterator_cf(handle, IteratorMode::End);
+            if let Some(item) = it.next() {
+                let (last, _) = item?;
+                let mut end = last.to_vec();
+                end.push(0);
+                batch.delete_range_cf(handle, Vec::<u8>::new(), end);
+            }
+        }
+        batch.delete_cf(cf(&self.db, CF_SM_META), META_CLOCK);
+        Ok(())
+    }
+
+    /// Adds writes that store one raw record (as produced by [`Keyspace::for_each`]).
+    pub fn put_raw(
+        &self,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        raw: &[u8],
+    ) -> Result<(), KeyspaceError> {
+        let stored = decode_stored(raw)?;
+        batch.put_cf(cf(&self.db, CF_DATA), key, raw);
+        if key.first() == Some(&SYSTEM_TAG) {
+            return Ok(());
+        }
+        batch.put_cf(
+            cf(&self.db, CF_EXPIRY),
+            expiry_key(stored.deadline_ms, key),
+            [],
+        );
+        Ok(())
+    }
+
+    /// The deadlines of the first `limit` index entries, oldest first (for tests and status).
+    pub fn earliest_deadlines(&self, limit: usize) -> Result<Vec<u64>, KeyspaceError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            cf(&self.db, CF_EXPIRY),
+            IteratorMode::From(&[], Direction::Forward),
+        ) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            out.push(decode_u64(&k).ok_or(KeyspaceError::Corrupt("expiry key"))?);
+        }
+        Ok(out)
+    }
+}
+
+/// First byte of system records in the data column family; client
+/// locations start with 1, 2 or 3 (see [`crate::store::Location::encode`]).
+const SYSTEM_TAG: u8 = 0;
+
+/// The record of a member's incarnation. It never expires, so it is not in
+/// the expiry index.
+fn member_key(node: u64) -> Vec<u8> {
+    let mut k = vec![SYSTEM_TAG, b'm'];
+    k.extend_from_slice(&node.to_be_bytes());
+    k
+}
+
+fn expiry_key(deadline_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&deadline_ms.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn encode_stored(deadline_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&deadline_ms.to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+fn decode_stored(raw: &[u8]) -> Result<Stored, KeyspaceError> {
+    let deadline_ms = decode_u64(raw).ok_or(KeyspaceError::Corrupt("stored value"))?;
+    Ok(Stored {
+        deadline_ms,
+        value: raw[8..].to_vec(),
+    })
+}
+
+fn decode_u64(b: &[u8]) -> Option<u64> {
+    let head: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(head))
+}

@@ -1,0 +1,21 @@
+//! Storage: the replicated keyspace and everything that turns Raft log
+//! entries into it.
+//!
+//! - [`location`]: scopes, keys and their unambiguous byte encoding;
+//! - [`command`]: the log entries ([`Command`]) and their results ([`Applied`]);
+//! - [`keyspace`]: values with deadlines, the expiry index and the logical clock;
+//! - [`state_machine`]: openraft's state-machine trait over the keyspace;
+//! - [`snapshot`]: the snapshot file format;
+//! - [`db`]: the RocksDB database and its column families.
+
+pub mod command;
+pub mod db;
+pub mod keyspace;
+pub mod location;
+pub mod snapshot;
+pub mod state_machine;
+
+pub use command::{Applied, Command};
+pub use keyspace::{Keyspace, KeyspaceError};
+pub use location::{Location, Scope};
+pub use state_machine::StateMachine;

@@ -1,0 +1,245 @@
+//! The Raft state machine: applies committed entries to the [`Keyspace`],
+//! records the last applied log id and membership in the same atomic write,
+//! and builds and installs snapshots.
+//!
+//! It knows nothing of gRPC: it sees [`Command`]s and returns [`Applied`]s.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{WriteBatch, WriteOptions};
+
+use super::command::Applied;
+use super::db::{cf, CF_SM_META};
+use super::keyspace::{Keyspace, META_CLOCK};
+use super::snapshot::{self, bincode_decode, bincode_encode, META_APPLIED, META_MEMBERSHIP};
+use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// Marker written before a snapshot install starts and removed in the same
+/// write that finishes it: if present at start-up, the install was cut short.
+const META_INSTALLING: &[u8] = b"installing";
+
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
+
+/// The replicated state machine of one node.
+pub struct StateMachine {
+    keyspace: Keyspace,
+    snapshot_dir: PathBuf,
+    clock: u64,
+}
+
+impl StateMachine {
+    /// Opens the state machine over `keyspace`, keeping snapshots in
+    /// `snapshot_dir`. A snapshot install that a crash cut short is rolled
+    /// back to an empty state machine, which openraft then restores from the
+    /// current snapshot and the log.
+    pub fn open(keyspace: Keyspace, snapshot_dir: PathBuf) -> io::Result<Self> {
+        std::fs::create_dir_all(&snapshot_dir)?;
+        snapshot::remove_leftovers(&snapshot_dir)?;
+        let db = keyspace.db().clone();
+        let meta = cf(&db, CF_SM_META);
+        if db
+            .get_cf(meta, META_INSTALLING)
+            .map_err(io::Error::other)?
+            .is_some()
+        {
+            tracing::warn!(
+                "an interrupted snapshot install was found; resetting the state machine"
+            );
+            let mut batch = WriteBatch::default();
+            keyspace.clear(&mut batch)?;
+            batch.delete_cf(meta, META_APPLIED);
+            batch.delete_cf(meta, META_MEMBERSHIP);
+            batch.delete_cf(meta, META_INSTALLING);
+            db.write_opt(batch, &synced()).map_err(io::Error::other)?;
+        }
+        let clock = keyspace.clock()?;
+        Ok(StateMachine {
+            keyspace,
+            snapshot_dir,
+            clock,
+        })
+    }
+
+    /// The keyspace this state machine applies to (for reads).
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let db = self.keyspace.db();
+        db.get_cf(cf(db, CF_SM_META), key)
+            .map_err(io::Error::other)?
+            .map(|b| bincode_decode(&b))
+            .transpose()
+    }
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+/// Builds snapshots from a consistent view of the database.
+pub struct SnapshotBuilder {
+    keyspace: Keyspace,
+    snapshot_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = File;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let db = self.keyspace.db().clone();
+        let dir = self.snapshot_dir.clone();
+        let (meta, file) = tokio::task::spawn_blocking(move || {
+            // Everything the snapshot covers must be durable before openraft
+            // purges the log behind it.
+            db.flush_wal(true).map_err(io::Error::other)?;
+            snapshot::build(&db, &dir)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = File;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = self.read_meta(META_APPLIED)?;
+        let membership = self.read_meta(META_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let db = self.keyspace.db().clone();
+        let meta = cf(&db, CF_SM_META);
+        // State-machine writes need no fsync: the log is durable, and the
+        // last applied id is written atomically with the data, so after a
+        // crash openraft re-applies whatever did not reach the disk.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let mut batch = WriteBatch::default();
+            let result = match &entry.payload {
+                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Normal(cmd) => {
+                    let (result, clock) = self.keyspace.apply(&mut batch, cmd, self.clock)?;
+                    self.clock = clock;
+                    result
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                    batch.put_cf(meta, META_MEMBERSHIP, bincode_encode(&stored)?);
+                    Applied::Nothing
+                }
+            };
+            batch.put_cf(meta, META_APPLIED, bincode_encode(&entry.log_id)?);
+            db.write_opt(batch, &opts).map_err(io::Error::other)?;
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            keyspace: self.keyspace.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: File,
+    ) -> Result<(), io::Error> {
+        let ks = self.keyspace.clone();
+        let dir = self.snapshot_dir.clone();
+        let expected = meta.clone();
+        let clock = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            // Keep the snapshot first, so that a crash mid-install can be
+            // recovered from it.
+            let mut file = snapshot::adopt(&mut snapshot, &dir)?;
+            let db = ks.db().clone();
+            let meta_cf = cf(&db, CF_SM_META);
+            db.put_cf_opt(meta_cf, META_INSTALLING, [], &synced())
+                .map_err(io::Error::other)?;
+            let mut batch = WriteBatch::default();
+            ks.clear(&mut batch)?;
+            db.write(batch).map_err(io::Error::other)?;
+
+            let mut batch = WriteBatch::default();
+            let (found, clock) = snapshot::read(&mut file, |k, v| {
+                ks.put_raw(&mut batch, k, v)?;
+                if batch.len() >= 4096 {
+                    db.write(std::mem::take(&mut batch))
+                        .map_err(io::Error::other)?;
+                }
+                Ok(())
+            })?;
+            if found != expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "snapshot metadata does not match the file",
+                ));
+            }
+            if let Some(applied) = &expected.last_log_id {
+                batch.put_cf(meta_cf, META_APPLIED, bincode_encode(applied)?);
+            } else {
+                batch.delete_cf(meta_cf, META_APPLIED);
+            }
+            batch.put_cf(
+                meta_cf,
+                META_MEMBERSHIP,
+                bincode_encode(&expected.last_membership)?,
+            );
+            batch.put_cf(meta_cf, META_CLOCK, clock.to_be_bytes());
+            batch.delete_cf(meta_cf, META_INSTALLING);
+            db.write_opt(batch, &synced()).map_err(io::Error::other)?;
+            Ok(clock)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.clock = clock;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let dir = self.snapshot_dir.clone();
+        let current = tokio::task::spawn_blocking(move || snapshot::current(&dir))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: file,
+        }))
+    }
+}
+
+/// The index of the last entry applied to `keyspace`, read from storage.
+pub fn applied_index(keyspace: &Keyspace) -> Option<u64> {
+    let db = keyspace.db();
+    db.get_cf(cf(db, CF_SM_META), META_APPLIED)
+        .ok()
+        .flatten()
+        .and_then(|b| bincode_decode::<LogId>(&b).ok())
+        .map(|l| l.index)
+}
