@@ -1,0 +1,246 @@
+//! The Raft log on RocksDB: entries keyed by big-endian index in the `log`
+//! column family; the vote, the last purged log id and the committed log id
+//! in `log_meta`.
+//!
+//! Every append and vote is fsynced before openraft is told it is durable.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::types::{Entry, LogId, TypeConfig, Vote};
+use crate::store::db::{cf, CF_LOG, CF_LOG_META};
+use crate::store::snapshot::{bincode_decode, bincode_encode};
+
+const META_VOTE: &[u8] = b"vote";
+const META_PURGED: &[u8] = b"last_purged";
+const META_COMMITTED: &[u8] = b"committed";
+const META_IDENTITY: &[u8] = b"identity";
+
+/// The Raft log store. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    /// Wraps the database opened by [`crate::store::db::open`].
+    pub fn new(db: Arc<DB>) -> Self {
+        LogStore { db }
+    }
+
+    /// Whether this node has ever stored a vote or a log entry, i.e. whether
+    /// it has been part of a cluster before.
+    pub fn has_state(&self) -> io::Result<bool> {
+        let vote = self.get_meta::<Vote>(META_VOTE)?;
+        let any_log = self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOG), IteratorMode::Start)
+            .next()
+            .is_some();
+        let purged = self.get_meta::<LogId>(META_PURGED)?;
+        Ok(vote.is_some() || any_log || purged.is_some())
+    }
+
+    /// This data directory's identity: the node id it belongs to and its
+    /// incarnation, a random number chosen when the directory was created.
+    /// Creates it on first use; fails if the directory belongs to another
+    /// node id.
+    pub fn identity(&self, node_id: u64) -> io::Result<u64> {
+        if let Some((id, incarnation)) = self.get_meta::<(u64, u64)>(META_IDENTITY)? {
+            if id != node_id {
+                return Err(io::Error::other(format!(
+                    "this data directory belongs to node {id}, not node {node_id}"
+                )));
+            }
+            return Ok(incarnation);
+        }
+        let incarnation = new_incarnation();
+        self.put_meta(META_IDENTITY, &(node_id, incarnation), true)?;
+        Ok(incarnation)
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        self.db
+            .get_cf(cf(&self.db, CF_LOG_META), key)
+            .map_err(io::Error::other)?
+            .map(|b| bincode_decode(&b))
+            .transpose()
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T, sync: bool) -> io::Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db
+            .put_cf_opt(cf(&self.db, CF_LOG_META), key, bincode_encode(v)?, &opts)
+            .map_err(io::Error::other)
+    }
+
+    fn last_entry(&self) -> io::Result<Option<Entry>> {
+        match self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End)
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(io::Error::other)?;
+                Ok(Some(bincode_decode(&v)?))
+            }
+        }
+    }
+}
+
+fn new_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(&x) => x,
+            Bound::Excluded(&x) => x + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            cf(&self.db, CF_LOG),
+            IteratorMode::From(&index_key(start), rocksdb::Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.map_err(io::Error::other)?;
+            let index = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "log key"))?,
+            );
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(bincode_decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(META_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(META_PURGED)?;
+        let last_log_id = match self.last_entry()? {
+            Some(e) => Some(e.log_id()),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(META_VOTE, vote, true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not fsynced: a committed id lost in an OS crash only means
+        // re-applying from an older point, which openraft handles.
+        match committed {
+            Some(c) => self.put_meta(META_COMMITTED, &c, false),
+            None => Ok(()),
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        self.get_meta(META_COMMITTED)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let log = cf(&self.db, CF_LOG);
+        for entry in entries {
+            batch.put_cf(log, index_key(entry.index()), bincode_encode(&entry)?);
+        }
+        let res = self
+            .db
+            .write_opt(batch, &synced())
+            .map_err(io::Error::other);
+        match res {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(&self.db, CF_LOG), index_key(from), index_key(u64::MAX));
+        // u64::MAX itself is never a real index.
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(io::Error::other)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // Record the purge point first: entries at or before it are ignored
+        // from then on, so a crash between the two writes leaves no hole.
+        self.put_meta(META_PURGED, &log_id, true)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            cf(&self.db, CF_LOG),
+            index_key(0),
+            index_key(log_id.index() + 1),
+        );
+        self.db.write(batch).map_err(io::Error::other)
+    }
+}
