@@ -1,0 +1,434 @@
+//! Running a node: open storage, start Raft, serve the client port and the
+//! peer port, bootstrap the cluster on first start, purge expired values,
+//! report health, and shut down gracefully.
+//!
+//! - [`node`]: request routing (serve on the leader or relay to it);
+//! - [`peer`]: the services on the peer port (Raft RPCs, relays, admin);
+//! - [`expiry`]: the purger that turns expired values into log entries;
+//! - [`registrar`]: records each member's data-directory incarnation.
+
+pub mod expiry;
+pub mod node;
+pub mod peer;
+pub mod registrar;
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use openraft::SnapshotPolicy;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::api::service::EventStoreService;
+use crate::config::{DefaultTtls, ExpirySettings, Limits, RaftSettings};
+use crate::proto::peer::admin_client::AdminClient;
+use crate::proto::peer::admin_server::AdminServer;
+use crate::proto::peer::forward_server::ForwardServer;
+use crate::proto::peer::raft_peer_server::RaftPeerServer;
+use crate::proto::protob::event_store_server::EventStoreServer;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Channels, Network, Observed};
+use crate::raft::types::{Node as RaftNode, NodeId, Raft};
+use crate::store::{Keyspace, StateMachine};
+use node::Node;
+
+/// How long a stopping node waits for open connections to finish.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Everything needed to run one node.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Client gRPC address to bind.
+    pub listen: SocketAddr,
+    /// Peer gRPC address to bind.
+    pub peer_listen: SocketAddr,
+    /// Initial voters: id -> peer address (`HOST:PORT`). Must contain `node_id`.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where the database and snapshots live.
+    pub data_dir: PathBuf,
+    /// Client input limits.
+    pub limits: Limits,
+    /// Per-scope default TTLs.
+    pub default_ttls: DefaultTtls,
+    /// Raft timing and compaction.
+    pub raft: RaftSettings,
+    /// Expiry purging.
+    pub expiry: ExpirySettings,
+    /// Deadline for requests that carry none.
+    pub request_timeout: Duration,
+}
+
+/// The time by which the server must answer a request: its `grpc-timeout`
+/// (or `default`) from now, less a small margin (a tenth, at most 100 ms) so
+/// that a definite answer such as UNAVAILABLE reaches the client before the
+/// client's own timer fires.
+pub fn deadline_of<T>(req: &tonic::Request<T>, default: Duration) -> Instant {
+    let timeout = req
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(default);
+    let margin = (timeout / 10).min(Duration::from_millis(100));
+    Instant::now() + timeout - margin
+}
+
+/// Parses a `grpc-timeout` header value (`<digits><unit>`).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 {
+        return None;
+    }
+    let (n, unit) = v.split_at(v.len() - 1);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "eventstore".into(),
+        heartbeat_interval: s.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: s.election_timeout_min.as_millis() as u64,
+        election_timeout_max: s.election_timeout_max.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(s.snapshot_every),
+        max_in_snapshot_log_to_keep: s.keep_behind_snapshot,
+        install_snapshot_timeout: 30_000,
+        ..Default::default()
+    };
+    config.validate().context("invalid Raft settings")
+}
+
+/// Runs a node until `shutdown` resolves, then stops it gracefully: a
+/// leader first hands leadership to a caught-up voter, in-flight requests
+/// finish, Raft stops, and the database is closed.
+pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let Some(own_addr) = cfg.peers.get(&cfg.node_id).cloned() else {
+        bail!(
+            "--peers does not list this node's id {} (it lists {:?})",
+            cfg.node_id,
+            cfg.peers.keys().collect::<Vec<_>>()
+        );
+    };
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let db = crate::store::db::open(&cfg.data_dir.join("db"))
+        .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
+    let keyspace = Keyspace::new(db.clone());
+    let snapshot_dir = cfg.data_dir.join("snapshots");
+    let state_machine = StateMachine::open(keyspace.clone(), snapshot_dir.clone())
+        .context("opening the state machine")?;
+    let log_store = LogStore::new(db.clone());
+    let had_state = log_store.has_state().context("reading the Raft log")?;
+    let incarnation = log_store
+        .identity(cfg.node_id)
+        .context("reading this data directory's identity")?;
+
+    // Bind both ports before starting anything, so a busy port fails fast.
+    let client_listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the client port {}", cfg.listen))?;
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
+        .await
+        .with_context(|| format!("binding the peer port {}", cfg.peer_listen))?;
+
+    let channels = Channels::default();
+    let observed = Observed::default();
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(raft_config(&cfg.raft)?),
+        Network::new(channels.clone(), keyspace.clone(), observed.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
+
+    let node = Arc::new(Node {
+        id: cfg.node_id,
+        incarnation,
+        observed,
+        raft: raft.clone(),
+        keyspace,
+        limits: cfg.limits.clone(),
+        default_ttls: cfg.default_ttls.clone(),
+        expiry: cfg.expiry.clone(),
+        channels,
+        default_timeout: cfg.request_timeout,
+        read_lease: cfg.raft.election_timeout_max * 4 / 5,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    // Values a little over the limit reach validation and get RESOURCE_EXHAUSTED
+    // with the limit named; far larger messages are refused by the transport
+    // (OUT_OF_RANGE) before they are buffered.
+    let max_msg = cfg.limits.max_value_bytes.saturating_add(4 << 20);
+    let client_server = {
+        let mut stop = stop_rx.clone();
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                EventStoreServer::new(EventStoreService::new(node.clone()))
+                    .max_decoding_message_size(max_msg)
+                    .max_encoding_message_size(max_msg),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+    };
+    let peer = peer::PeerService::new(node.clone(), snapshot_dir);
+    let peer_server = {
+        let mut stop = stop_rx.clone();
+        tonic::transport::Server::builder()
+            .add_service(
+                RaftPeerServer::new(peer.clone())
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                ForwardServer::new(peer.clone())
+                    .max_decoding_message_size(max_msg)
+                    .max_encoding_message_size(max_msg),
+            )
+            .add_service(AdminServer::new(peer))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+    };
+    let client_task = tokio::spawn(client_server);
+    let peer_task = tokio::spawn(peer_server);
+    tracing::info!(
+        node_id = cfg.node_id,
+        listen = %cfg.listen,
+        peer_listen = %cfg.peer_listen,
+        data_dir = %cfg.data_dir.display(),
+        "eventstore node started"
+    );
+
+    bootstrap(&raft, &cfg, had_state, &own_addr).await?;
+
+    let purger = tokio::spawn(expiry::run_purger(node.clone(), stop_rx.clone()));
+    let registrar = tokio::spawn(registrar::run_registrar(node.clone(), stop_rx.clone()));
+    let health_task = tokio::spawn(report_health(raft.clone(), health, stop_rx.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    hand_over_leadership(&node).await;
+    let _ = stop_tx.send(true);
+    // In-flight requests finish; connections that stay open longer than
+    // the drain time (idle clients that ignore GOAWAY) are cut.
+    for (name, task) in [("client server", client_task), ("peer server", peer_task)] {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(DRAIN_TIME, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "{name} stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "{name} task failed"),
+            Err(_) => {
+                tracing::warn!("{name}: connections still open after {DRAIN_TIME:?}; closing them");
+                abort.abort();
+            }
+        }
+    }
+    let _ = purger.await;
+    let _ = registrar.await;
+    let _ = health_task.await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "Raft did not shut down cleanly");
+    }
+    drop(node);
+    drop(raft);
+    // Make sure everything applied is on disk before the process exits.
+    if let Err(e) = db.flush_wal(true) {
+        tracing::warn!(error = %e, "flushing the database failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// First start with an empty data directory: the lowest id in `--peers`
+/// initializes the cluster with every listed voter; the others wait to be
+/// contacted. A node with existing state never initializes again.
+async fn bootstrap(
+    raft: &Raft,
+    cfg: &ServeConfig,
+    had_state: bool,
+    own_addr: &str,
+) -> anyhow::Result<()> {
+    if had_state {
+        tracing::info!("existing Raft state found; rejoining");
+        return Ok(());
+    }
+    let lowest = cfg.peers.keys().next().copied();
+    if lowest != Some(cfg.node_id) {
+        tracing::info!(
+            bootstrapper = ?lowest,
+            "empty data directory; waiting for the cluster to contact this node"
+        );
+        return Ok(());
+    }
+    // An empty data directory on the bootstrapping node is either a new
+    // cluster or a node that lost its data. Peers that already hold a log
+    // tell them apart: then initializing again would split the cluster.
+    for (id, addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.node_id) {
+        if let Some(last) = peer_log_index(addr).await {
+            bail!(
+                "this node's data directory is empty, but peer {id} ({addr}) already holds a \
+                 Raft log up to index {last}: this node lost its data. It will not initialize a \
+                 second cluster or rejoin as the voter it was; replace it as described in the \
+                 README (Replacing a node)"
+            );
+        }
+    }
+    let members: BTreeMap<NodeId, RaftNode> = cfg
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, RaftNode::new(addr)))
+        .collect();
+    tracing::info!(?members, own_addr, "initializing a new cluster");
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(e),
+        )) => {
+            tracing::info!(error = %e, "cluster already initialized");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("initializing the cluster failed: {e}")),
+    }
+}
+
+/// The last log index a peer reports, if it answers and has a log.
+async fn peer_log_index(addr: &str) -> Option<u64> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .ok()?;
+    let mut req = tonic::Request::new(crate::proto::peer::StatusRequest {});
+    req.set_timeout(Duration::from_secs(1));
+    let status = AdminClient::new(ch).status(req).await.ok()?.into_inner();
+    status.last_log_index
+}
+
+/// On a leader that is stopping, hands leadership to the most caught-up
+/// voter and waits briefly for it to take over, so clients see at most a
+/// short pause instead of an election timeout.
+async fn hand_over_leadership(node: &Node) {
+    let metrics = node.raft.metrics().borrow_watched().clone();
+    if metrics.current_leader != Some(node.id) {
+        return;
+    }
+    let voters: Vec<NodeId> = metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != node.id)
+        .collect();
+    let best = voters.iter().copied().max_by_key(|v| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(v).cloned().flatten())
+            .map(|l| l.index)
+    });
+    let Some(to) = best else { return };
+    tracing::info!(to, "handing leadership over before shutting down");
+    if node.raft.trigger().transfer_leader(to).await.is_err() {
+        return;
+    }
+    let mut rx = node.raft.metrics();
+    let handed_over = async {
+        loop {
+            let leader = rx.borrow_watched().current_leader;
+            if leader.is_some() && leader != Some(node.id) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), handed_over).await;
+}
+
+/// Keeps the gRPC health status current: SERVING once this node knows the
+/// leader and its address, and has applied everything it knows to be
+/// committed.
+async fn report_health(
+    raft: Raft,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = raft.metrics();
+    let mut last = None;
+    loop {
+        let status = {
+            let m = rx.borrow_watched();
+            // Caught up: has applied everything it knows to be committed,
+            // and knows the leader's address (so it can relay requests).
+            let caught_up = match (&m.local_committed, &m.last_applied) {
+                (Some(c), Some(a)) => a.index >= c.index,
+                _ => false,
+            };
+            let leader_known = m
+                .current_leader
+                .is_some_and(|l| m.membership_config.membership().get_node(&l).is_some());
+            if leader_known && caught_up && m.running_state.is_ok() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            health.set_service_status("", status).await;
+            health.set_service_status("protob.EventStore", status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! One EventStore node: the Raft handle, the keyspace it reads from, and the
+//! routing that lets any node serve any request.
+//!
+//! A request is parsed into an [`Op`], then served where it must be:
+//! - on the leader, writes go through `client_write` (committed by a
+//!   majority and applied before the answer) and reads through a read
+//!   linearizer (the leader's lease, or a heartbeat round when the lease has
+//!   lapsed) before reading the local keyspace;
+//! - on a follower, the request is relayed to the leader over the peer port
+//!   and the leader's answer is returned. During an election the follower
+//!   waits, within the request's deadline, for a leader to appear.
+//!
+//! A relay is retried only when the other node answered that it is not the
+//! leader, which it does before proposing anything, so a retry can never
+//! apply a write twice.
+
+use openraft::async_runtime::WatchReceiver;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::LinearizerOption;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::api::error::ApiError;
+use crate::api::request::Op;
+use crate::config::{DefaultTtls, ExpirySettings, Limits};
+use crate::proto::peer::forward_client::ForwardClient;
+use crate::proto::protob::{
+    DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
+};
+use crate::raft::network::{Channels, Observed};
+use crate::raft::types::{NodeId, Raft, TypeConfig};
+use crate::store::{Applied, Command, Keyspace};
+
+/// Message prefix a node uses when it refuses a relayed request because it
+/// is not the leader; the relaying node then retries with the new leader.
+pub const NOT_LEADER: &str = "not the leader";
+
+/// Message fragment used when the leader's address is not known yet (a new
+/// node that has not received the membership): nothing was sent, so the
+/// request is retried.
+const NO_ADDRESS: &str = "address not known";
+
+/// A client request in wire form, kept so it can be relayed unchanged.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// A Save.
+    Save(SaveRequest),
+    /// A Load.
+    Load(LoadRequest),
+    /// A Delete.
+    Delete(DeleteRequest),
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Answer to a Save.
+    Save(SaveResponse),
+    /// Answer to a Load.
+    Load(LoadResponse),
+    /// Answer to a Delete.
+    Delete(DeleteResponse),
+}
+
+/// Everything a node needs to serve requests. Cheap to share behind an `Arc`.
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// This node's data-directory incarnation.
+    pub incarnation: u64,
+    /// Incarnations peers reported to this node.
+    pub observed: Observed,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The local replica of the keyspace.
+    pub keyspace: Keyspace,
+    /// Client input limits.
+    pub limits: Limits,
+    /// Per-scope default TTLs.
+    pub default_ttls: DefaultTtls,
+    /// Expiry settings.
+    pub expiry: ExpirySettings,
+    /// Channels to peers, shared with the Raft network.
+    pub channels: Channels,
+    /// Deadline applied to requests that carry none.
+    pub default_timeout: Duration,
+    /// How old a quorum acknowledgement may be for the leader to serve a
+    /// read from its lease: a margin below openraft's lease (the maximum
+    /// election timeout, during which followers refuse to elect anyone
+    /// else), to absorb clock-rate drift between nodes.
+    pub read_lease: Duration,
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Parses and serves `req`. `relayed` is true when another node relayed
+    /// it here: then it is served only if this node is the leader.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request,
+        deadline: Instant,
+        relayed: bool,
+    ) -> Result<Reply, ApiError> {
+        let op = match &req {
+            Request::Save(r) => Op::parse_save(r, &self.limits, &self.default_ttls)?,
+            Request::Load(r) => Op::parse_load(r, &self.limits)?,
+            Request::Delete(r) => Op::parse_delete(r, &self.limits)?,
+        };
+        loop {
+            let leader = match self.serve_locally(&op, deadline).await {
+                Ok(reply) => return Ok(reply),
+                Err(Local::Failed(e)) => return Err(e),
+                Err(Local::NotLeader(hint)) => {
+                    if relayed {
+                        return Err(ApiError::Unavailable(format!(
+                            "node {} is {NOT_LEADER}; retry",
+                            self.id
+                        )));
+                    }
+                    match hint {
+                        Some(l) if l != self.id => l,
+                        _ => self.wait_for_leader(deadline).await?,
+                    }
+                }
+            };
+            if leader == self.id {
+                continue;
+            }
+            match self.relay(leader, &req, deadline).await {
+                Err(ApiError::Unavailable(m))
+                    if m.contains(NOT_LEADER) || m.contains(NO_ADDRESS) =>
+                {
+                    // The target refused before proposing anything: safe to retry.
+                    if Instant::now() >= deadline {
+                        return Err(ApiError::Unavailable(format!(
+                            "no leader could serve the request before its deadline: {m}"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn serve_locally(&self, op: &Op, deadline: Instant) -> Result<Reply, Local> {
+        match op {
+            Op::Save {
+                location,
+                value,
+                ttl_secs,
+            } => {
+                let ttl_ms = if *ttl_secs == 0 {
+                    u64::MAX
+                } else {
+                    ttl_secs.saturating_mul(1000)
+                };
+                self.write(
+                    Command::Save {
+                        key: location.encode(),
+                        value: value.clone(),
+                        ttl_ms,
+                        stamp_ms: now_ms(),
+                    },
+                    deadline,
+                )
+                .await?;
+                Ok(Reply::Save(SaveResponse {}))
+            }
+            Op::Delete { location } => {
+                self.write(
+                    Command::Delete {
+                        key: location.encode(),
+                    },
+                    deadline,
+                )
+                .await?;
+                Ok(Reply::Delete(DeleteResponse {}))
+            }
+            Op::Load { location } => {
+                self.linearize(deadline).await?;
+                match self.keyspace.get(&location.encode(), now_ms()) {
+                    Ok(Some(value)) => Ok(Reply::Load(LoadResponse {
+                        value: value.into(),
+                    })),
+                    Ok(None) => Err(Local::Failed(ApiError::NotFound(format!(
+                        "no value at {location} (never saved, deleted, or expired)"
+                    )))),
+                    Err(e) => Err(Local::Failed(ApiError::Internal(format!(
+                        "reading {location}: {e}"
+                    )))),
+                }
+            }
+        }
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied here.
+    ///
+    /// First checks, from the leader's lease (or one heartbeat round, at
+    /// most one lease long), that a quorum still follows this leader: a
+    /// leader cut off from its quorum answers UNAVAILABLE without proposing
+    /// anything, instead of leaving the write's outcome unknown.
+    pub async fn write(&self, cmd: Command, deadline: Instant) -> Result<Applied, Local> {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.read_lease);
+        match self
+            .raft
+            .get_read_linearizer(
+                LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(wait),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => return Err(self.linearizer_error(e)),
+        }
+        let res = tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await;
+        match res {
+            Err(_) => Err(Local::Failed(ApiError::Timeout(
+                "the write was not confirmed before the deadline; it may or may not have been applied"
+                    .into(),
+            ))),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Local::NotLeader(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(Local::Failed(ApiError::Unavailable(
+                format!("write rejected: {e}"),
+            ))),
+            Ok(Err(RaftError::Fatal(e))) => Err(Local::Failed(ApiError::Unavailable(format!(
+                "node {} cannot serve: {e}",
+                self.id
+            )))),
+        }
+    }
+
+    /// Returns once a read of the local keyspace is linearizable: this node
+    /// is the leader, holds a lease (or confirmed leadership with a quorum
+    /// now), and has applied everything committed before the read began.
+    async fn linearize(&self, deadline: Instant) -> Result<(), Local> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let option =
+            LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(remaining);
+        let linearizer = self
+            .raft
+            .get_read_linearizer(option)
+            .await
+            .map_err(|e| self.linearizer_error(e))?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match linearizer
+            .try_await_ready(&self.raft, Some(remaining))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Local::Failed(ApiError::Unavailable(
+                "the state machine did not catch up before the deadline".into(),
+            ))),
+            Err(e) => Err(Local::Failed(ApiError::Unavailable(format!(
+                "node {} cannot serve: {e}",
+                self.id
+            )))),
+        }
+    }
+
+    fn linearizer_error(
+        &self,
+        e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>,
+    ) -> Local {
+        match e {
+            RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
+                Local::NotLeader(f.leader_id)
+            }
+            RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)) => {
+                Local::Failed(ApiError::Unavailable(format!(
+                    "the leader cannot reach a quorum of nodes ({e}); nothing was applied"
+                )))
+            }
+            RaftError::Fatal(e) => Local::Failed(ApiError::Unavailable(format!(
+                "node {} cannot serve: {e}",
+                self.id
+            ))),
+        }
+    }
+
+    /// Waits until some node is known to be leader, or the deadline.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, ApiError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow_watched().current_leader {
+                return Ok(l);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "node {} is shutting down",
+                        self.id
+                    )))
+                }
+                Err(_) => {
+                    return Err(ApiError::Unavailable(
+                        "no leader was elected before the request's deadline (is a majority of nodes up?)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The peer address of `node`, from the current membership.
+    pub fn peer_addr(&self, node: NodeId) -> Option<String> {
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        m.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    fn forward_client(&self, leader: NodeId) -> Result<ForwardClient<Channel>, ApiError> {
+        let addr = self
+            .peer_addr(leader)
+            .ok_or_else(|| ApiError::Unavailable(format!("leader {leader}: {NO_ADDRESS} yet")))?;
+        let ch = self
+            .channels
+            .get(&addr)
+            .map_err(|e| ApiError::Unavailable(format!("bad leader address {addr}: {e}")))?;
+        Ok(ForwardClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    async fn relay(
+        &self,
+        leader: NodeId,
+        req: &Request,
+        deadline: Instant,
+    ) -> Result<Reply, ApiError> {
+        let mut client = self.forward_client(leader)?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        fn with_timeout<T>(msg: T, t: Duration) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(msg);
+            r.set_timeout(t);
+            r
+        }
+        let res = match req.clone() {
+            Request::Save(r) => client
+                .save(with_timeout(r, timeout))
+                .await
+                .map(|r| Reply::Save(r.into_inner())),
+            Request::Load(r) => client
+                .load(with_timeout(r, timeout))
+                .await
+                .map(|r| Reply::Load(r.into_inner())),
+            Request::Delete(r) => client
+                .delete(with_timeout(r, timeout))
+                .await
+                .map(|r| Reply::Delete(r.into_inner())),
+        };
+        res.map_err(|s| match s.code() {
+            // A transport failure: we cannot know whether the leader applied
+            // a write, so do not retry it here.
+            tonic::Code::Unavailable if !s.message().contains(NOT_LEADER) => {
+                ApiError::Unavailable(format!("could not reach leader {leader}: {}", s.message()))
+            }
+            _ => ApiError::from_status(&s),
+        })
+    }
+}
+
+/// Why a request could not be served on this node.
+#[derive(Debug)]
+pub enum Local {
+    /// This node is not the leader; the leader's id if known.
+    NotLeader(Option<NodeId>),
+    /// The request failed for good.
+    Failed(ApiError),
+}

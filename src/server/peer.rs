@@ -1,0 +1,390 @@
+//! The incoming half of the peer port: openraft's RPCs from other nodes
+//! (`RaftPeer`), client requests relayed by followers (`Forward`) and
+//! cluster administration (`Admin`).
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use openraft::ChangeMembers;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::deadline_of;
+use super::node::{Node, Reply, Request as ClientRequest};
+use crate::proto::peer::admin_server::Admin;
+use crate::proto::peer::forward_server::Forward;
+use crate::proto::peer::raft_peer_server::RaftPeer;
+use crate::proto::peer::{
+    AddLearnerRequest, Member, MembershipResponse, NodeRequest, RaftPayload, SnapshotChunk,
+    StatusRequest, StatusResponse,
+};
+use crate::proto::protob::{
+    DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
+};
+use crate::raft::network::decode_snapshot_header;
+use crate::raft::types::{Node as RaftNode, TypeConfig};
+use crate::store::snapshot::{bincode_decode, bincode_encode, incoming_path};
+
+/// Serves all three peer services for one node.
+#[derive(Clone)]
+pub struct PeerService {
+    node: Arc<Node>,
+    snapshot_dir: std::path::PathBuf,
+    lost_data_reported: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PeerService {
+    /// Creates the service; received snapshots are staged in `snapshot_dir`.
+    pub fn new(node: Arc<Node>, snapshot_dir: std::path::PathBuf) -> Self {
+        PeerService {
+            node,
+            snapshot_dir,
+            lost_data_reported: Arc::default(),
+        }
+    }
+
+    /// Refuses messages meant for another node id, and messages from a
+    /// cluster that knows this node under another incarnation: then this
+    /// node's data directory was lost or replaced, and rejoining as the
+    /// voter it was would break Raft's safety.
+    fn check_target(&self, target: u64, expected_incarnation: u64) -> Result<(), Status> {
+        if target != self.node.id {
+            return Err(Status::failed_precondition(format!(
+                "message for node {target} reached node {}",
+                self.node.id
+            )));
+        }
+        if expected_incarnation != 0 && expected_incarnation != self.node.incarnation {
+            let msg = format!(
+                "node {} was a cluster member with incarnation {expected_incarnation:x}, but its \
+                 data directory is new (incarnation {:x}): its data was lost. It refuses to \
+                 rejoin as the voter it was; remove it with `eventstore cluster remove`, wipe \
+                 its data directory and add it back under a new node id (see README: Replacing \
+                 a node)",
+                self.node.id, self.node.incarnation
+            );
+            if !self
+                .lost_data_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!("{msg}");
+            }
+            return Err(Status::failed_precondition(msg));
+        }
+        Ok(())
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, p: &RaftPayload) -> Result<T, Status> {
+        self.check_target(p.target, p.incarnation)?;
+        bincode_decode(&p.payload)
+            .map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+    }
+
+    fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftPayload>, Status> {
+        let payload = bincode_encode(v).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftPayload {
+            target: self.node.id,
+            payload,
+            incarnation: self.node.incarnation,
+        }))
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running: {e}"))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(req.get_ref())?;
+        let resp = self.node.raft.vote(rpc).await.map_err(fatal)?;
+        self.reply(&resp)
+    }
+
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(req.get_ref())?;
+        let resp = self.node.raft.append_entries(rpc).await.map_err(fatal)?;
+        self.reply(&resp)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        self.check_target(first.target, first.incarnation)?;
+        let (vote, meta) = decode_snapshot_header(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        let path = incoming_path(&self.snapshot_dir);
+        let io_err = |e: std::io::Error| Status::internal(format!("staging snapshot: {e}"));
+        let mut file = std::fs::File::create(&path).map_err(io_err)?;
+        file.write_all(&first.data).map_err(io_err)?;
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk?.data).map_err(io_err)?;
+        }
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        let file = std::fs::File::open(&path).map_err(io_err)?;
+        // The open handle keeps the data readable; the name is not needed.
+        let _ = std::fs::remove_file(&path);
+        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, std::fs::File> {
+            meta,
+            snapshot: file,
+        };
+        let resp = self
+            .node
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(fatal)?;
+        self.reply(&resp)
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(req.get_ref())?;
+        let resp = self
+            .node
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(fatal)?;
+        self.reply(&resp)
+    }
+}
+
+#[tonic::async_trait]
+impl Forward for PeerService {
+    async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
+        let deadline = deadline_of(&req, self.node.default_timeout);
+        match self
+            .node
+            .handle(ClientRequest::Save(req.into_inner()), deadline, true)
+            .await?
+        {
+            Reply::Save(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("mismatched reply")),
+        }
+    }
+
+    async fn load(&self, req: Request<LoadRequest>) -> Result<Response<LoadResponse>, Status> {
+        let deadline = deadline_of(&req, self.node.default_timeout);
+        match self
+            .node
+            .handle(ClientRequest::Load(req.into_inner()), deadline, true)
+            .await?
+        {
+            Reply::Load(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("mismatched reply")),
+        }
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let deadline = deadline_of(&req, self.node.default_timeout);
+        match self
+            .node
+            .handle(ClientRequest::Delete(req.into_inner()), deadline, true)
+            .await?
+        {
+            Reply::Delete(r) => Ok(Response::new(r)),
+            _ => Err(Status::internal("mismatched reply")),
+        }
+    }
+}
+
+impl PeerService {
+    fn members(&self) -> Vec<Member> {
+        let metrics = self.node.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let last = metrics.last_log_index;
+        membership
+            .nodes()
+            .map(|(id, n)| {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned())
+                    .map(|l| l.map(|l| l.index));
+                let matched = if *id == self.node.id && metrics.replication.is_some() {
+                    Some(last)
+                } else {
+                    matched
+                };
+                Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    matched: matched.flatten(),
+                    lag: matched.map(|m| last.unwrap_or(0).saturating_sub(m.unwrap_or(0))),
+                }
+            })
+            .collect()
+    }
+
+    async fn membership_reply(&self) -> Result<Response<MembershipResponse>, Status> {
+        Ok(Response::new(MembershipResponse {
+            members: self.members(),
+        }))
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        let m = self.node.raft.metrics().borrow_watched().clone();
+        if m.current_leader == Some(self.node.id) {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "node {} is not the leader; send membership changes to the leader (node {})",
+                self.node.id,
+                m.current_leader
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            )))
+        }
+    }
+}
+
+fn write_err(e: impl std::fmt::Display) -> Status {
+    Status::failed_precondition(format!("membership change failed: {e}"))
+}
+
+#[tonic::async_trait]
+impl Admin for PeerService {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let m = self.node.raft.metrics().borrow_watched().clone();
+        let ks = self.node.keyspace.clone();
+        // Digest and applied index must describe the same state: the
+        // digest is computed from a consistent view, and the applied index
+        // is read again after it; if it moved, try again.
+        let (digest, keys, applied) = tokio::task::spawn_blocking(move || {
+            for _ in 0..20 {
+                let before = ks_applied(&ks);
+                let (d, n) = ks.digest()?;
+                if ks_applied(&ks) == before {
+                    return Ok((d, n, before));
+                }
+            }
+            let (d, n) = ks.digest()?;
+            Ok::<_, crate::store::KeyspaceError>((d, n, ks_applied(&ks)))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(StatusResponse {
+            node_id: self.node.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            state: format!("{:?}", m.state),
+            last_log_index: m.last_log_index,
+            committed: m.local_committed.as_ref().map(|l| l.index),
+            applied,
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index),
+            purged_index: m.purged.as_ref().map(|l| l.index),
+            members: self.members(),
+            digest,
+            keys,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        self.require_leader()?;
+        let r = req.into_inner();
+        if r.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "addr (HOST:PORT of the new node's peer port) is required",
+            ));
+        }
+        self.node
+            .raft
+            .add_learner(r.node_id, RaftNode::new(r.addr), true)
+            .await
+            .map_err(write_err)?;
+        self.membership_reply().await
+    }
+
+    async fn promote(
+        &self,
+        req: Request<NodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        self.require_leader()?;
+        let id = req.into_inner().node_id;
+        let members = self.members();
+        if !members.iter().any(|m| m.id == id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a member; add it as a learner first"
+            )));
+        }
+        self.node
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+            .map_err(write_err)?;
+        self.membership_reply().await
+    }
+
+    async fn remove(
+        &self,
+        req: Request<NodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        self.require_leader()?;
+        let id = req.into_inner().node_id;
+        let members = self.members();
+        let Some(member) = members.iter().find(|m| m.id == id) else {
+            return Err(Status::not_found(format!("node {id} is not a member")));
+        };
+        if member.voter {
+            self.node
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_err)?;
+        } else {
+            self.node
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_err)?;
+        }
+        self.membership_reply().await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<NodeRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.require_leader()?;
+        let to = req.into_inner().node_id;
+        self.node
+            .raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(fatal)?;
+        self.status(Request::new(StatusRequest {})).await
+    }
+}
+
+fn ks_applied(ks: &crate::store::Keyspace) -> Option<u64> {
+    crate::store::state_machine::applied_index(ks)
+}

@@ -1,0 +1,74 @@
+//! The registrar: on the leader, records each member's incarnation (the
+//! random identity of its data directory) in the replicated state, once,
+//! as soon as the member has answered. From then on every Raft message to
+//! that member carries the recorded incarnation, and a member that comes
+//! back with a wiped data directory refuses to rejoin (see
+//! [`crate::server::peer`]).
+
+use openraft::async_runtime::WatchReceiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::node::{Local, Node};
+use crate::store::Command;
+
+/// Runs until `shutdown` turns true.
+pub async fn run_registrar(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let metrics = node.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(node.id) {
+            continue;
+        }
+        let members: Vec<u64> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        for id in members {
+            match node.keyspace.member_incarnation(id) {
+                Ok(None) => {}
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the member registry failed");
+                    continue;
+                }
+            }
+            let seen = if id == node.id {
+                Some(node.incarnation)
+            } else {
+                node.observed.get(id)
+            };
+            let Some(incarnation) = seen else { continue };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            match node
+                .write(
+                    Command::Register {
+                        node: id,
+                        incarnation,
+                    },
+                    deadline,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node = id, incarnation = %format!("{incarnation:x}"), "member registered")
+                }
+                Err(Local::NotLeader(_)) => break,
+                Err(Local::Failed(e)) => tracing::debug!(error = %e, "registering a member failed"),
+            }
+        }
+    }
+}
