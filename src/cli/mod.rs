@@ -1,0 +1,65 @@
+//! The `eventstore` command line: `serve` runs a node, `client` talks to a
+//! cluster, `health` probes a node, `cluster` administers membership.
+
+pub mod admin;
+pub mod client;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// EventStore: a small replicated store for short-lived event-pipeline state.
+#[derive(Debug, Parser)]
+#[command(name = "eventstore", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (with no flags: a single-node store on 0.0.0.0:8080, data in ./data).
+    Serve(serve::ServeArgs),
+    /// Save, load or delete a value.
+    Client(client::ClientArgs),
+    /// Exit 0 if the node at --server reports SERVING, 1 otherwise.
+    Health(client::HealthArgs),
+    /// Inspect and change cluster membership (talks to the peer port).
+    #[command(subcommand)]
+    Cluster(admin::ClusterCommand),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Client(args) => client::run(args).await,
+            Command::Health(args) => client::health(args).await,
+            Command::Cluster(cmd) => admin::run(cmd).await,
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

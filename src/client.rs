@@ -1,0 +1,296 @@
+//! The Rust client library.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), eventstore::client::Error> {
+//! use std::time::Duration;
+//! use eventstore::client::{Client, Error};
+//!
+//! let client = Client::connect("dns:///localhost:8080", Duration::from_secs(5))?;
+//! let flow = client.bridge("orders");
+//! flow.save_value("last-offset", b"42".to_vec(), 60).await?;
+//! assert_eq!(flow.load_value("last-offset").await?, b"42");
+//! match client.global().load_value("missing").await {
+//!     Err(Error::NotFound(_)) => {}
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Every call is bounded by the timeout given to [`Client::connect`].
+//! Requests are validated before they are sent, and UNAVAILABLE answers
+//! (no leader yet, node restarting) are retried with exponential backoff
+//! until the timeout. Saves and deletes are idempotent, so a retry is safe.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::api::request::parse_location;
+use crate::config::Limits;
+use crate::proto::protob::event_store_client::EventStoreClient;
+use crate::proto::protob::{
+    DeleteRequest, LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType,
+};
+use crate::store::Scope;
+
+/// What can go wrong with a client call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The key is absent or expired.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request breaks a rule (checked locally or by the server).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The value is over the server's size limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// No server could serve the request before the timeout.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The timeout passed; a write may or may not have been applied.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The server address is not usable.
+    #[error("bad server address: {0}")]
+    BadAddress(String),
+    /// Any other server error.
+    #[error("server error ({code:?}): {message}")]
+    Server {
+        /// The gRPC code.
+        code: Code,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl Error {
+    fn from_status(s: tonic::Status) -> Self {
+        let m = s.message().to_string();
+        match s.code() {
+            Code::NotFound => Error::NotFound(m),
+            Code::InvalidArgument => Error::InvalidArgument(m),
+            Code::ResourceExhausted | Code::OutOfRange => Error::TooLarge(m),
+            Code::Unavailable => Error::Unavailable(m),
+            Code::DeadlineExceeded | Code::Cancelled => Error::Timeout(m),
+            code => Error::Server { code, message: m },
+        }
+    }
+}
+
+/// Turns `dns:///host:port`, `http://host:port` or `host:port` into an
+/// `http://` URI.
+pub fn server_uri(server: &str) -> Result<String, Error> {
+    let s = server.trim();
+    let rest = if let Some(r) = s.strip_prefix("dns:///") {
+        r
+    } else if let Some(r) = s.strip_prefix("dns://") {
+        // dns://authority/host:port: the authority names a DNS server; use the host part.
+        r.split_once('/').map(|(_, h)| h).unwrap_or(r)
+    } else if s.starts_with("http://") || s.starts_with("https://") {
+        return Ok(s.to_string());
+    } else {
+        s
+    };
+    if rest.is_empty() || !rest.contains(':') {
+        return Err(Error::BadAddress(format!(
+            "{server:?}: expected host:port, http://host:port or dns:///host:port"
+        )));
+    }
+    Ok(format!("http://{rest}"))
+}
+
+/// A connection to an EventStore cluster (any node will do).
+#[derive(Clone)]
+pub struct Client {
+    inner: EventStoreClient<Channel>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Prepares a client for `server`; the connection is made on first use
+    /// and re-made as needed. Every call is bounded by `timeout`.
+    pub fn connect(server: &str, timeout: Duration) -> Result<Self, Error> {
+        let uri = server_uri(server)?;
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| Error::BadAddress(format!("{server:?}: {e}")))?
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .tcp_nodelay(true);
+        let inner = EventStoreClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        Ok(Client { inner, timeout })
+    }
+
+    /// The global scope.
+    pub fn global(&self) -> ScopeClient {
+        self.scope(Scope::Global)
+    }
+
+    /// The scope of bridge `name`.
+    pub fn bridge(&self, name: impl Into<String>) -> ScopeClient {
+        self.scope(Scope::Bridge {
+            bridge: name.into(),
+        })
+    }
+
+    /// The scope of one instance (`id`) of bridge `bridge`.
+    pub fn instance(&self, bridge: impl Into<String>, id: impl Into<String>) -> ScopeClient {
+        self.scope(Scope::Instance {
+            bridge: bridge.into(),
+            instance: id.into(),
+        })
+    }
+
+    /// A handle on any scope.
+    pub fn scope(&self, scope: Scope) -> ScopeClient {
+        ScopeClient {
+            client: self.clone(),
+            scope,
+        }
+    }
+
+    async fn call<T, R, F, Fut>(&self, req: T, f: F) -> Result<R, Error>
+    where
+        T: Clone,
+        F: Fn(EventStoreClient<Channel>, tonic::Request<T>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::Timeout(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )));
+            }
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(remaining);
+            let res = tokio::time::timeout(remaining, f(self.inner.clone(), r)).await;
+            match res {
+                Err(_) => {
+                    return Err(Error::Timeout(format!(
+                        "no answer within {:?}",
+                        self.timeout
+                    )))
+                }
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(s)) if s.code() == Code::Unavailable => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left <= backoff {
+                        return Err(Error::from_status(s));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Ok(Err(s)) => return Err(Error::from_status(s)),
+            }
+        }
+    }
+}
+
+/// A handle on one scope: save, load and delete keys in it.
+#[derive(Clone)]
+pub struct ScopeClient {
+    client: Client,
+    scope: Scope,
+}
+
+impl ScopeClient {
+    fn location(&self, key: &str) -> Result<LocationType, Error> {
+        let (choice, bridge, instance) = match &self.scope {
+            Scope::Global => (ScopeChoice::Global, String::new(), String::new()),
+            Scope::Bridge { bridge } => (ScopeChoice::Bridge, bridge.clone(), String::new()),
+            Scope::Instance { bridge, instance } => {
+                (ScopeChoice::Instance, bridge.clone(), instance.clone())
+            }
+        };
+        let loc = LocationType {
+            scope: Some(ScopeType {
+                r#type: choice as i32,
+                bridge,
+                instance,
+            }),
+            key: key.to_string(),
+        };
+        // Check the structural rules here; the server applies its own size limits.
+        let unlimited = Limits {
+            max_key_bytes: usize::MAX,
+            max_bridge_bytes: usize::MAX,
+            max_instance_bytes: usize::MAX,
+            max_value_bytes: usize::MAX,
+            max_ttl_secs: u64::MAX,
+        };
+        parse_location(Some(&loc), &unlimited)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(loc)
+    }
+
+    /// Stores `value` under `key` for `ttl_secs` seconds (0: the scope's
+    /// default TTL on the server).
+    pub async fn save_value(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ttl_secs: i32,
+    ) -> Result<(), Error> {
+        if ttl_secs < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "ttl must be 0 or positive, got {ttl_secs}"
+            )));
+        }
+        let req = SaveRequest {
+            location: Some(self.location(key)?),
+            ttl: ttl_secs,
+            value: value.into().into(),
+        };
+        self.client
+            .call(req, |mut c, r| async move { c.save(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// The value under `key`; [`Error::NotFound`] if absent or expired.
+    pub async fn load_value(&self, key: &str) -> Result<Vec<u8>, Error> {
+        let req = LoadRequest {
+            location: Some(self.location(key)?),
+        };
+        self.client
+            .call(req, |mut c, r| async move { c.load(r).await })
+            .await
+            .map(|r| r.value.to_vec())
+    }
+
+    /// Removes `key`; succeeds whether or not it existed.
+    pub async fn delete_value(&self, key: &str) -> Result<(), Error> {
+        let req = DeleteRequest {
+            location: Some(self.location(key)?),
+        };
+        self.client
+            .call(req, |mut c, r| async move { c.delete(r).await })
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_address_forms() {
+        assert_eq!(server_uri("dns:///es:8080").unwrap(), "http://es:8080");
+        assert_eq!(server_uri("http://es:8080").unwrap(), "http://es:8080");
+        assert_eq!(server_uri("es:8080").unwrap(), "http://es:8080");
+        assert_eq!(
+            server_uri("dns://8.8.8.8/es:8080").unwrap(),
+            "http://es:8080"
+        );
+        assert!(server_uri("es").is_err());
+        assert!(server_uri("").is_err());
+    }
+}
