@@ -1,0 +1,622 @@
+//! Three (and five) real `eventstore serve` processes on 127.0.0.1: routing
+//! through any node, failover with no lost write, unavailability without a
+//! quorum, no stale reads from a deposed leader, catch-up by snapshot,
+//! identical replicas, TTLs across failover, membership changes, and a node
+//! that lost its data.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+use tonic::Code;
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn val(b: &[u8]) -> Vec<u8> {
+    b.to_vec()
+}
+
+/// Waits until every running node reports the same applied index, then
+/// returns (applied, digest) per node.
+async fn converged(c: &Cluster, timeout: Duration) -> BTreeMap<u64, (Option<u64>, String)> {
+    let start = Instant::now();
+    loop {
+        let mut seen = BTreeMap::new();
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            if let Ok(s) = n.status().await {
+                seen.insert(n.id, (s.applied, s.digest, s.last_log_index));
+            }
+        }
+        let running = c.nodes.iter().filter(|n| n.is_running()).count();
+        let applied: Vec<_> = seen.values().map(|v| v.0).collect();
+        let last: Vec<_> = seen.values().map(|v| v.2).collect();
+        if seen.len() == running
+            && applied.windows(2).all(|w| w[0] == w[1])
+            && last.windows(2).all(|w| w[0] == w[1])
+            && applied
+                .first()
+                .map(|a| a.is_some() && *a == last[0])
+                .unwrap_or(false)
+        {
+            return seen.into_iter().map(|(k, v)| (k, (v.0, v.1))).collect();
+        }
+        if start.elapsed() > timeout {
+            panic!("replicas did not converge within {timeout:?}: {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn writes_through_each_node_are_readable_through_every_node() {
+    let c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        for writer in &c.nodes {
+            let mut w = writer.client().await;
+            let key = format!("from-{}", writer.id);
+            w.save(save_req(bridge("b", &key), key.as_bytes(), 60))
+                .await
+                .unwrap();
+            for reader in &c.nodes {
+                let mut r = reader.client().await;
+                let got = r
+                    .load(load_req(bridge("b", &key)))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .value;
+                assert_eq!(
+                    &got[..],
+                    key.as_bytes(),
+                    "written via {}, read via {}",
+                    writer.id,
+                    reader.id
+                );
+            }
+        }
+        // A delete through a follower is seen through the leader.
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let follower = c.nodes.iter().find(|n| n.id != leader).unwrap();
+        follower
+            .client()
+            .await
+            .delete(delete_req(bridge("b", "from-0")))
+            .await
+            .unwrap();
+        let st = c
+            .node(leader)
+            .client()
+            .await
+            .load(load_req(bridge("b", "from-0")))
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::NotFound);
+        // Validation errors come back unchanged through a follower.
+        let st = follower
+            .client()
+            .await
+            .save(save_req(bridge("", "k"), b"v", 5))
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument);
+    })
+    .await;
+}
+
+/// Writes keys `w-N` through `via` in a loop until stopped; records every
+/// acknowledged write and the longest gap between acknowledgements.
+struct Writer {
+    acked: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    max_gap_ms: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(addrs: Vec<String>) -> Writer {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_gap_ms = Arc::new(AtomicU64::new(0));
+        let (a, s, g) = (acked.clone(), stop.clone(), max_gap_ms.clone());
+        let task = tokio::spawn(async move {
+            let mut last_ok = Instant::now();
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let addr = &addrs[(i as usize) % addrs.len()];
+                let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect_timeout(Duration::from_millis(300))
+                    .connect_lazy();
+                let mut client =
+                    eventstore::proto::protob::event_store_client::EventStoreClient::new(ch);
+                let mut req =
+                    tonic::Request::new(save_req(global(&format!("w-{i}")), &i.to_be_bytes(), 600));
+                req.set_timeout(Duration::from_secs(2));
+                if client.save(req).await.is_ok() {
+                    a.lock().unwrap().push(i);
+                    let gap = last_ok.elapsed().as_millis() as u64;
+                    g.fetch_max(gap, Ordering::Relaxed);
+                    last_ok = Instant::now();
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                i += 1;
+            }
+        });
+        Writer {
+            acked,
+            stop,
+            max_gap_ms,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (Vec<u64>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        (
+            acked,
+            Duration::from_millis(self.max_gap_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+async fn assert_all_present(node: &Server, acked: &[u64]) {
+    let mut c = node.client().await;
+    for i in acked {
+        let got = c
+            .load(load_req(global(&format!("w-{i}"))))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("acknowledged write w-{i} lost via node {}: {e:?}", node.id)
+            });
+        assert_eq!(got.into_inner().value.to_vec(), i.to_be_bytes().to_vec());
+    }
+}
+
+#[tokio::test]
+async fn leader_sigkill_failover_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let survivors: Vec<String> = c
+            .nodes
+            .iter()
+            .filter(|n| n.id != leader)
+            .map(|n| n.addr())
+            .collect();
+        let writer = Writer::start(survivors);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let killed_at = Instant::now();
+        c.node_mut(leader).kill9();
+        let new_leader = c.leader(Duration::from_secs(10)).await;
+        assert_ne!(new_leader, leader);
+        let elected_after = killed_at.elapsed();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let (acked, max_gap) = writer.finish().await;
+        println!(
+            "leader {leader} killed: new leader {new_leader} seen after {elected_after:?}; \
+             longest gap between acknowledged writes {max_gap:?}; {} writes acknowledged",
+            acked.len()
+        );
+        assert!(
+            acked.len() > 10,
+            "too few writes acknowledged: {}",
+            acked.len()
+        );
+        for n in c.nodes.iter().filter(|n| n.is_running()) {
+            assert_all_present(n, &acked).await;
+        }
+        // The killed node restarts and catches up.
+        c.node_mut(leader).start();
+        c.node(leader).wait_ready(Duration::from_secs(30)).await;
+        let states = converged(&c, Duration::from_secs(30)).await;
+        let digests: Vec<_> = states.values().map(|v| v.1.clone()).collect();
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "{states:?}");
+        assert_all_present(c.node(leader), &acked).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_quorum_requests_fail_within_their_deadline_and_nothing_is_lost() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let mut client = c.node(0).client().await;
+        for i in 0..20 {
+            client
+                .save(save_req(global(&format!("k{i}")), b"v", 600))
+                .await
+                .unwrap();
+        }
+        c.node_mut(1).kill9();
+        c.node_mut(2).kill9();
+        let mut client = c.node(0).client().await;
+        for op in ["save", "load"] {
+            let start = Instant::now();
+            let st = if op == "save" {
+                let mut r = tonic::Request::new(save_req(global("new"), b"v", 60));
+                r.set_timeout(Duration::from_secs(2));
+                client.save(r).await.unwrap_err()
+            } else {
+                let mut r = tonic::Request::new(load_req(global("k1")));
+                r.set_timeout(Duration::from_secs(2));
+                client.load(r).await.unwrap_err()
+            };
+            let took = start.elapsed();
+            assert!(
+                matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded),
+                "{op} without quorum: {st:?}"
+            );
+            assert!(took < Duration::from_secs(4), "{op} took {took:?}");
+            println!(
+                "{op} without quorum: {:?} after {took:?}: {}",
+                st.code(),
+                st.message()
+            );
+        }
+        c.node_mut(1).start();
+        c.node_mut(2).start();
+        for n in &c.nodes {
+            n.wait_ready(Duration::from_secs(30)).await;
+        }
+        for n in &c.nodes {
+            let mut cl = n.client().await;
+            for i in 0..20 {
+                cl.load(load_req(global(&format!("k{i}")))).await.unwrap();
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_paused_leader_steps_down_and_never_serves_a_stale_read() {
+    let c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let old = c.leader(Duration::from_secs(10)).await;
+        let mut via_old = c.node(old).client().await;
+        via_old
+            .save(save_req(global("k"), b"old", 600))
+            .await
+            .unwrap();
+        c.node(old).signal(Signal::SIGSTOP);
+        // Longer than the election timeout (400-800 ms in tests).
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let other = c.nodes.iter().find(|n| n.id != old).unwrap();
+        let mut via_other = other.client().await;
+        let mut r = tonic::Request::new(save_req(global("k"), b"new", 600));
+        r.set_timeout(Duration::from_secs(5));
+        via_other.save(r).await.unwrap();
+        // A read sent to the paused node waits in its socket until it resumes.
+        let addr = c.node(old).addr();
+        let pending = tokio::spawn(async move {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy();
+            let mut cl = eventstore::proto::protob::event_store_client::EventStoreClient::new(ch);
+            let mut r = tonic::Request::new(load_req(global("k")));
+            r.set_timeout(Duration::from_secs(8));
+            cl.load(r).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.node(old).signal(Signal::SIGCONT);
+        match pending.await.unwrap() {
+            Ok(r) => assert_eq!(
+                &r.into_inner().value[..],
+                b"new",
+                "stale read from a deposed leader"
+            ),
+            Err(st) => assert!(
+                matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded),
+                "{st:?}"
+            ),
+        }
+        for _ in 0..20 {
+            let r = via_old.load(load_req(global("k"))).await;
+            if let Ok(r) = r {
+                assert_eq!(
+                    &r.into_inner().value[..],
+                    b"new",
+                    "stale read from a deposed leader"
+                );
+            }
+        }
+        let s = c.node(old).status().await.unwrap();
+        assert_ne!(
+            s.leader_id,
+            Some(old),
+            "the paused leader must have stepped down: {s:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_missed_many_writes_catches_up_by_snapshot() {
+    let mut c = Cluster::start(
+        3,
+        &["--snapshot-every", "50", "--keep-behind-snapshot", "5"],
+    )
+    .await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let lagging = c
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|id| *id != leader)
+            .unwrap();
+        c.node_mut(lagging).kill9();
+        let mut client = c.node(leader).client().await;
+        // The leader purges its log behind a snapshot only between retries
+        // to the unreachable node, so keep writing until it has.
+        let mut written = 0u32;
+        loop {
+            for i in written..written + 100 {
+                client
+                    .save(save_req(
+                        instance("b", "i", &format!("k{i}")),
+                        &i.to_be_bytes(),
+                        600,
+                    ))
+                    .await
+                    .unwrap();
+            }
+            written += 100;
+            let s = c.node(leader).status().await.unwrap();
+            if s.purged_index.unwrap_or(0) > 100 {
+                break;
+            }
+            assert!(written < 5000, "the leader never purged its log: {s:?}");
+        }
+        c.node_mut(lagging).start();
+        c.node(lagging).wait_ready(Duration::from_secs(30)).await;
+        converged(&c, Duration::from_secs(30)).await;
+        let s = c.node(lagging).status().await.unwrap();
+        assert!(
+            s.snapshot_index.is_some(),
+            "the lagging node should hold a snapshot: {s:?}"
+        );
+        assert!(
+            c.node(lagging).log_tail().contains("snapshot installed"),
+            "no snapshot was installed"
+        );
+        let mut cl = c.node(lagging).client().await;
+        for i in (0..written).step_by(37) {
+            let v = cl
+                .load(load_req(instance("b", "i", &format!("k{i}"))))
+                .await
+                .unwrap();
+            assert_eq!(v.into_inner().value.to_vec(), i.to_be_bytes().to_vec());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replicas_hold_identical_state_at_the_same_applied_index() {
+    let c = Cluster::start(3, &["--purge-interval-ms", "100"]).await;
+    bounded(LIMIT, async {
+        for (n, node) in c.nodes.iter().enumerate() {
+            let mut cl = node.client().await;
+            for i in 0..60u32 {
+                let ttl = if i % 3 == 0 { 1 } else { 600 };
+                cl.save(save_req(
+                    bridge(&format!("b{n}"), &format!("k{i}")),
+                    &[i as u8; 10],
+                    ttl,
+                ))
+                .await
+                .unwrap();
+                if i % 7 == 0 {
+                    cl.delete(delete_req(bridge(&format!("b{n}"), &format!("k{}", i / 2))))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        // Let the short TTLs expire and the purges replicate.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let states = converged(&c, Duration::from_secs(30)).await;
+        let digests: Vec<&String> = states.values().map(|v| &v.1).collect();
+        assert!(
+            digests.windows(2).all(|w| w[0] == w[1]),
+            "replicas differ: {states:?}"
+        );
+        let s = c.node(0).status().await.unwrap();
+        // 3 writers x 60 keys, a third expired and purged, some deleted.
+        assert!(
+            s.keys < 3 * 40 && s.keys > 60,
+            "unexpected key count {}",
+            s.keys
+        );
+        println!("converged at {:?} with digest {}", s.applied, s.digest);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_ttl_keeps_its_original_deadline_across_failover() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let mut cl = c.node(leader).client().await;
+        let sent = Instant::now();
+        cl.save(save_req(global("ttl"), b"v", 5)).await.unwrap();
+        let acked = Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.node_mut(leader).kill9();
+        let new_leader = c.leader(Duration::from_secs(10)).await;
+        let mut cl = c.node(new_leader).client().await;
+        // Not shorter: still there 4 s after the acknowledgement.
+        tokio::time::sleep(
+            (acked + Duration::from_millis(4000)).saturating_duration_since(Instant::now()),
+        )
+        .await;
+        cl.load(load_req(global("ttl")))
+            .await
+            .expect("the TTL was shortened by the failover");
+        // Not longer: gone 5.5 s after the request was sent.
+        tokio::time::sleep(
+            (sent + Duration::from_millis(5500)).saturating_duration_since(Instant::now()),
+        )
+        .await;
+        let st = cl.load(load_req(global("ttl"))).await.unwrap_err();
+        assert_eq!(
+            st.code(),
+            Code::NotFound,
+            "the TTL was extended by the failover"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn grow_to_five_voters_and_shrink_back_while_a_client_writes() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        // Two more nodes, started empty; they wait to be contacted.
+        let mut ids_ports: BTreeMap<u64, u16> = BTreeMap::new();
+        for n in &c.nodes {
+            ids_ports.insert(n.id, n.peer_port);
+        }
+        let extra: Vec<(u64, u16, u16)> = (3..5).map(|id| (id, free_port(), free_port())).collect();
+        for (id, _, pp) in &extra {
+            ids_ports.insert(*id, *pp);
+        }
+        let flag = Cluster::peers_flag(&ids_ports);
+        for (id, p, pp) in &extra {
+            let mut s = Server::new(*id, *p, *pp, c.dir.path(), Some(&flag), &[]);
+            s.start();
+            c.nodes.push(s);
+        }
+        let writer = Writer::start(c.nodes[..3].iter().map(|n| n.addr()).collect());
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let mut admin = c.node(leader).admin().await;
+        for (id, _, pp) in &extra {
+            admin
+                .add_learner(eventstore::proto::peer::AddLearnerRequest {
+                    node_id: *id,
+                    addr: format!("127.0.0.1:{pp}"),
+                })
+                .await
+                .unwrap();
+            admin
+                .promote(eventstore::proto::peer::NodeRequest { node_id: *id })
+                .await
+                .unwrap();
+        }
+        let s = c.node(leader).status().await.unwrap();
+        assert_eq!(s.members.iter().filter(|m| m.voter).count(), 5, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (id, _, _) in &extra {
+            admin
+                .remove(eventstore::proto::peer::NodeRequest { node_id: *id })
+                .await
+                .unwrap();
+        }
+        let s = c.node(leader).status().await.unwrap();
+        let voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        assert_eq!(voters, vec![0, 1, 2], "{s:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (acked, _) = writer.finish().await;
+        assert!(acked.len() > 10);
+        for n in &c.nodes[..3] {
+            assert_all_present(n, &acked).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_lost_its_data_refuses_to_rejoin_and_can_be_replaced() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let mut cl = c.node(leader).client().await;
+        for i in 0..10 {
+            cl.save(save_req(global(&format!("k{i}")), b"v", 600))
+                .await
+                .unwrap();
+        }
+        // Wait until every member's incarnation is on record.
+        converged(&c, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let lost = c
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|id| *id != leader && *id != 0)
+            .unwrap_or_else(|| {
+                c.nodes
+                    .iter()
+                    .map(|n| n.id)
+                    .find(|id| *id != leader)
+                    .unwrap()
+            });
+        c.node_mut(lost).kill9();
+        std::fs::remove_dir_all(&c.node(lost).data_dir).unwrap();
+        c.node_mut(lost).start();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let log = c.node(lost).log_tail();
+        assert!(
+            log.contains("its data was lost") || log.contains("lost its data"),
+            "log:\n{log}"
+        );
+        if let Ok(s) = c.node(lost).status().await {
+            assert_eq!(
+                s.last_log_index, None,
+                "the wiped node must not receive the log: {s:?}"
+            );
+        }
+        // Replace it: remove the old member, add a fresh node under a new id.
+        c.node_mut(lost).kill9();
+        let mut admin = c.node(leader).admin().await;
+        admin
+            .remove(eventstore::proto::peer::NodeRequest { node_id: lost })
+            .await
+            .unwrap();
+        let (p, pp) = (free_port(), free_port());
+        let mut fresh = Server::new(
+            7,
+            p,
+            pp,
+            c.dir.path(),
+            Some(&format!("0=127.0.0.1:1,7=127.0.0.1:{pp}")),
+            &[],
+        );
+        fresh.start();
+        admin
+            .add_learner(eventstore::proto::peer::AddLearnerRequest {
+                node_id: 7,
+                addr: format!("127.0.0.1:{pp}"),
+            })
+            .await
+            .unwrap();
+        admin
+            .promote(eventstore::proto::peer::NodeRequest { node_id: 7 })
+            .await
+            .unwrap();
+        fresh.wait_ready(Duration::from_secs(30)).await;
+        let mut fc = fresh.client().await;
+        for i in 0..10 {
+            fc.load(load_req(global(&format!("k{i}")))).await.unwrap();
+        }
+        let s = c.node(leader).status().await.unwrap();
+        let mut voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        voters.sort();
+        assert!(
+            voters.contains(&7) && !voters.contains(&lost) && voters.len() == 3,
+            "{s:?}"
+        );
+        let _ = val(b"");
+    })
+    .await;
+}

@@ -1,0 +1,356 @@
+//! Test harness: runs real `eventstore serve` processes on free 127.0.0.1
+//! ports with temporary data directories, and stops them (by their own
+//! handles) when dropped.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventstore::proto::peer::admin_client::AdminClient;
+use eventstore::proto::peer::{StatusRequest, StatusResponse};
+use eventstore::proto::protob::event_store_client::EventStoreClient;
+use eventstore::proto::protob::{
+    DeleteRequest, LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tonic::transport::Channel;
+
+/// The `eventstore` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_eventstore")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// One running node.
+pub struct Server {
+    pub id: u64,
+    pub port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// A single-node server with its own data directory under `dir`.
+    pub fn single(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server::new(0, free_port(), free_port(), dir, None, extra);
+        s.start();
+        s
+    }
+
+    /// A node that is not started yet. `peers` is the `--peers` value (or
+    /// none for a single node).
+    pub fn new(
+        id: u64,
+        port: u16,
+        peer_port: u16,
+        dir: &Path,
+        peers: Option<&str>,
+        extra: &[&str],
+    ) -> Server {
+        let data_dir = dir.join(format!("node-{id}"));
+        let mut args = vec![
+            "serve".to_string(),
+            "--node-id".into(),
+            id.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--peer-listen".into(),
+            format!("127.0.0.1:{peer_port}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--heartbeat-ms".into(),
+            "100".into(),
+            "--election-timeout-min-ms".into(),
+            "400".into(),
+            "--election-timeout-max-ms".into(),
+            "800".into(),
+        ];
+        if let Some(p) = peers {
+            args.push("--peers".into());
+            args.push(p.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server {
+            id,
+            port,
+            peer_port,
+            log: dir.join(format!("node-{id}.log")),
+            data_dir,
+            args,
+            child: None,
+        }
+    }
+
+    /// Starts (or restarts) the process with the same flags and data.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn eventstore");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("not running").id() as i32)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > timeout {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "node {} did not stop within {timeout:?} after SIGTERM",
+                    self.id
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A raw client of the wire contract.
+    pub async fn client(&self) -> EventStoreClient<Channel> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr()))
+            .unwrap()
+            .connect_lazy();
+        EventStoreClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    /// The admin service on the peer port.
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.peer_addr()))
+            .unwrap()
+            .connect_lazy();
+        AdminClient::new(ch)
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, tonic::Status> {
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_secs(2));
+        self.admin().await.status(req).await.map(|r| r.into_inner())
+    }
+
+    /// Waits until the node reports SERVING on the gRPC health service.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::HealthCheckRequest;
+        let start = Instant::now();
+        loop {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr()))
+                .unwrap()
+                .connect_timeout(Duration::from_millis(200))
+                .connect()
+                .await;
+            if let Ok(ch) = ch {
+                if let Ok(r) = HealthClient::new(ch)
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                {
+                    if r.into_inner().status == 1 {
+                        return;
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "node {} not ready within {timeout:?}; log:\n{}",
+                    self.id,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // A stopped process must be resumed to die promptly.
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A three-node (or n-node) cluster on 127.0.0.1.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn peers_flag(ids_ports: &BTreeMap<u64, u16>) -> String {
+        ids_ports
+            .iter()
+            .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts `n` nodes (ids 0..n) that form one cluster.
+    pub async fn start(n: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let peers: BTreeMap<u64, u16> = (0..n).map(|i| (i, ports[i as usize].1)).collect();
+        let flag = Self::peers_flag(&peers);
+        let mut nodes: Vec<Server> = (0..n)
+            .map(|i| {
+                let (p, pp) = ports[i as usize];
+                Server::new(i, p, pp, dir.path(), Some(&flag), extra)
+            })
+            .collect();
+        // Start in reverse order: the bootstrapper last, to show order does not matter.
+        for node in nodes.iter_mut().rev() {
+            node.start();
+        }
+        let c = Cluster { dir, nodes };
+        for node in &c.nodes {
+            node.wait_ready(Duration::from_secs(30)).await;
+        }
+        c
+    }
+
+    /// The id of the leader, as the running nodes agree on it.
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let mut seen = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                if let Ok(s) = n.status().await {
+                    if s.leader_id == Some(s.node_id) {
+                        seen.push(s.node_id);
+                    }
+                }
+            }
+            if seen.len() == 1 {
+                return seen[0];
+            }
+            if start.elapsed() > timeout {
+                panic!("no single leader within {timeout:?} (leaders seen: {seen:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn node(&self, id: u64) -> &Server {
+        self.nodes.iter().find(|n| n.id == id).unwrap()
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Server {
+        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
+    }
+}
+
+/// Builders for wire requests.
+pub fn global(key: &str) -> LocationType {
+    loc(ScopeChoice::Global as i32, "", "", key)
+}
+
+pub fn bridge(b: &str, key: &str) -> LocationType {
+    loc(ScopeChoice::Bridge as i32, b, "", key)
+}
+
+pub fn instance(b: &str, i: &str, key: &str) -> LocationType {
+    loc(ScopeChoice::Instance as i32, b, i, key)
+}
+
+pub fn loc(scope: i32, b: &str, i: &str, key: &str) -> LocationType {
+    LocationType {
+        scope: Some(ScopeType {
+            r#type: scope,
+            bridge: b.into(),
+            instance: i.into(),
+        }),
+        key: key.into(),
+    }
+}
+
+pub fn save_req(l: LocationType, value: &[u8], ttl: i32) -> SaveRequest {
+    SaveRequest {
+        location: Some(l),
+        ttl,
+        value: value.to_vec().into(),
+    }
+}
+
+pub fn load_req(l: LocationType) -> LoadRequest {
+    LoadRequest { location: Some(l) }
+}
+
+pub fn delete_req(l: LocationType) -> DeleteRequest {
+    DeleteRequest { location: Some(l) }
+}
+
+/// Runs a future with a hard time limit, so a hung test fails instead of hanging CI.
+pub async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("test exceeded its {limit:?} limit"))
+}
