@@ -237,6 +237,9 @@ async fn without_a_quorum_requests_fail_within_their_deadline_and_nothing_is_los
         }
         c.node_mut(1).kill9();
         c.node_mut(2).kill9();
+        // Past the leader's lease it knows it has no quorum: requests are
+        // refused (nothing applied) instead of waiting out their deadline.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut client = c.node(0).client().await;
         for op in ["save", "load"] {
             let start = Instant::now();
@@ -250,11 +253,8 @@ async fn without_a_quorum_requests_fail_within_their_deadline_and_nothing_is_los
                 client.load(r).await.unwrap_err()
             };
             let took = start.elapsed();
-            assert!(
-                matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded),
-                "{op} without quorum: {st:?}"
-            );
-            assert!(took < Duration::from_secs(4), "{op} took {took:?}");
+            assert_eq!(st.code(), Code::Unavailable, "{op} without quorum: {st:?}");
+            assert!(took < Duration::from_secs(2), "{op} took {took:?}");
             println!(
                 "{op} without quorum: {:?} after {took:?}: {}",
                 st.code(),

@@ -248,9 +248,10 @@ impl Node {
     /// is the leader, holds a lease (or confirmed leadership with a quorum
     /// now), and has applied everything committed before the read began.
     async fn linearize(&self, deadline: Instant) -> Result<(), Local> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let option =
-            LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(remaining);
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.read_lease);
+        let option = LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(wait);
         let linearizer = self
             .raft
             .get_read_linearizer(option)
@@ -281,8 +282,10 @@ impl Node {
                 Local::NotLeader(f.leader_id)
             }
             RaftError::APIError(LinearizableReadError::QuorumNotEnough(e)) => {
+                tracing::debug!(error = %e, "no quorum");
                 Local::Failed(ApiError::Unavailable(format!(
-                    "the leader cannot reach a quorum of nodes ({e}); nothing was applied"
+                    "leader {} cannot reach a quorum of voters; nothing was applied",
+                    self.id
                 )))
             }
             RaftError::Fatal(e) => Local::Failed(ApiError::Unavailable(format!(
