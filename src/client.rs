@@ -223,7 +223,6 @@ impl ScopeClient {
             max_bridge_bytes: usize::MAX,
             max_instance_bytes: usize::MAX,
             max_value_bytes: usize::MAX,
-            max_ttl_secs: u64::MAX,
         };
         parse_location(Some(&loc), &unlimited)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;

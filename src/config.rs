@@ -16,8 +16,6 @@ pub struct Limits {
     pub max_instance_bytes: usize,
     /// Largest value, in bytes.
     pub max_value_bytes: usize,
-    /// Largest TTL a client may ask for, in seconds.
-    pub max_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -27,7 +25,6 @@ impl Default for Limits {
             max_bridge_bytes: 256,
             max_instance_bytes: 256,
             max_value_bytes: 1024 * 1024,
-            max_ttl_secs: 365 * 24 * 3600,
         }
     }
 }

@@ -51,12 +51,6 @@ impl Op {
             )));
         }
         let ttl = u64::try_from(req.ttl).unwrap_or(0);
-        if ttl > limits.max_ttl_secs {
-            return Err(ApiError::InvalidArgument(format!(
-                "ttl {ttl}s exceeds the maximum of {}s",
-                limits.max_ttl_secs
-            )));
-        }
         if req.value.len() > limits.max_value_bytes {
             return Err(ApiError::TooLarge(format!(
                 "value is {} bytes, over the limit of {} bytes",

@@ -165,7 +165,6 @@ impl ServeArgs {
                 max_bridge_bytes: self.max_name_bytes,
                 max_instance_bytes: self.max_name_bytes,
                 max_value_bytes: self.max_value_bytes,
-                ..Limits::default()
             },
             default_ttls: DefaultTtls {
                 global_secs: self.default_global_ttl,
