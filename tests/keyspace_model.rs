@@ -40,6 +40,9 @@ impl Model {
                 }
                 Applied::Registered { recorded }
             }
+            Command::Forget { node } => Applied::Forgotten {
+                existed: self.members.remove(node).is_some(),
+            },
             Command::Delete { key } => Applied::Deleted {
                 existed: self.values.remove(key).is_some(),
             },
@@ -106,6 +109,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             .prop_map(|(key, value, ttl_ms, stamp_ms)| Command::Save { key, value, ttl_ms, stamp_ms }),
         2 => key_strategy().prop_map(|key| Command::Delete { key }),
         1 => (0u64..3, 1u64..4).prop_map(|(node, incarnation)| Command::Register { node, incarnation }),
+        1 => (0u64..3).prop_map(|node| Command::Forget { node }),
         2 => (0u64..1200, 1u32..4).prop_map(|(now_ms, limit)| Command::Purge { now_ms, limit }),
     ]
 }

@@ -63,20 +63,21 @@ impl Channels {
     }
 }
 
-/// The incarnation each peer reported in its latest reply.
+/// The incarnation each peer reported in its latest reply, and when.
 #[derive(Clone, Default)]
 pub struct Observed {
-    inner: Arc<Mutex<HashMap<NodeId, u64>>>,
+    inner: Arc<Mutex<HashMap<NodeId, (u64, std::time::Instant)>>>,
 }
 
 impl Observed {
-    /// The incarnation `node` last reported, if it ever replied.
-    pub fn get(&self, node: NodeId) -> Option<u64> {
+    /// The incarnation `node` reported within the last `max_age`, if any.
+    pub fn recent(&self, node: NodeId, max_age: Duration) -> Option<u64> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&node)
-            .copied()
+            .filter(|(_, at)| at.elapsed() <= max_age)
+            .map(|(inc, _)| *inc)
     }
 
     fn set(&self, node: NodeId, incarnation: u64) {
@@ -84,7 +85,7 @@ impl Observed {
             self.inner
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(node, incarnation);
+                .insert(node, (incarnation, std::time::Instant::now()));
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::deadline_of;
-use super::node::{Node, Reply, Request as ClientRequest};
+use super::node::{Local, Node, Reply, Request as ClientRequest};
 use crate::proto::peer::admin_server::Admin;
 use crate::proto::peer::forward_server::Forward;
 use crate::proto::peer::raft_peer_server::RaftPeer;
@@ -26,6 +26,7 @@ use crate::proto::protob::{
 use crate::raft::network::decode_snapshot_header;
 use crate::raft::types::{Node as RaftNode, TypeConfig};
 use crate::store::snapshot::{bincode_decode, bincode_encode, incoming_path};
+use crate::store::Command;
 
 /// Serves all three peer services for one node.
 #[derive(Clone)]
@@ -353,19 +354,28 @@ impl Admin for PeerService {
         let Some(member) = members.iter().find(|m| m.id == id) else {
             return Err(Status::not_found(format!("node {id} is not a member")));
         };
-        if member.voter {
-            self.node
-                .raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(write_err)?;
+        let change = if member.voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
-            self.node
-                .raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                .await
-                .map_err(write_err)?;
-        }
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_err)?;
+        // The removed member's incarnation is no longer needed: dropping it
+        // lets the id be given to a new, empty node later.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        self.node
+            .write(Command::Forget { node: id }, deadline)
+            .await
+            .map_err(|e| match e {
+                Local::NotLeader(_) => {
+                    Status::unavailable("leadership changed during the removal; run it again")
+                }
+                Local::Failed(e) => Status::from(e),
+            })?;
         self.membership_reply().await
     }
 

@@ -49,7 +49,9 @@ pub async fn run_registrar(node: Arc<Node>, mut shutdown: watch::Receiver<bool>)
             let seen = if id == node.id {
                 Some(node.incarnation)
             } else {
-                node.observed.get(id)
+                // Only a fresh answer: an old one may come from a member
+                // that has since been removed and replaced under its id.
+                node.observed.recent(id, Duration::from_secs(1))
             };
             let Some(incarnation) = seen else { continue };
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -40,6 +40,12 @@ pub enum Command {
         /// The incarnation the member reported.
         incarnation: u64,
     },
+    /// Drop the incarnation on record for a member that was removed from
+    /// the cluster, so that the id can be given to a new, empty node.
+    Forget {
+        /// The removed member's node id.
+        node: u64,
+    },
     /// Remove up to `limit` values whose deadline is at or before
     /// `max(now_ms, highest stamp already applied)`, oldest deadline first.
     Purge {
@@ -69,6 +75,7 @@ impl fmt::Display for Command {
             Command::Register { node, incarnation } => {
                 write!(f, "Register(node={node}, incarnation={incarnation:x})")
             }
+            Command::Forget { node } => write!(f, "Forget(node={node})"),
         }
     }
 }
@@ -93,6 +100,11 @@ pub enum Applied {
     Registered {
         /// Whether this entry recorded it.
         recorded: bool,
+    },
+    /// A member's incarnation was dropped (`existed`: one was on record).
+    Forgotten {
+        /// Whether a record existed.
+        existed: bool,
     },
     /// `count` expired values were removed.
     Purged {

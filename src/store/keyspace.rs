@@ -157,6 +157,12 @@ impl Keyspace {
                 );
                 Ok((Applied::Registered { recorded: true }, clock))
             }
+            Command::Forget { node } => {
+                let key = member_key(*node);
+                let existed = self.get_raw(&key)?.is_some();
+                batch.delete_cf(data, key);
+                Ok((Applied::Forgotten { existed }, clock))
+            }
             Command::Purge { now_ms, limit } => {
                 let now = clock.max(*now_ms);
                 let mut count = 0u32;
