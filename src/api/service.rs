@@ -1,10 +1,15 @@
 //! The public `protob.EventStore` gRPC service: translates wire requests to
 //! [`Node::handle`] calls and results back to wire responses and statuses.
+//!
+//! The same type also serves the peer port's `Forward` service, through
+//! which followers relay client requests to the leader; relayed requests are
+//! served only by the leader and never relayed again.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::proto::peer::forward_server::Forward;
 use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
     DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
@@ -12,57 +17,111 @@ use crate::proto::protob::{
 use crate::server::deadline_of;
 use crate::server::node::{Node, Reply, Request as NodeRequest};
 
-/// The client-facing service of one node.
+/// Client requests served by one node: directly from clients, or relayed
+/// by a follower.
 #[derive(Clone)]
 pub struct EventStoreService {
     node: Arc<Node>,
+    relayed: bool,
 }
 
 impl EventStoreService {
-    /// Serves clients through `node`.
+    /// Serves clients through `node`, relaying to the leader as needed.
     pub fn new(node: Arc<Node>) -> Self {
-        EventStoreService { node }
+        EventStoreService {
+            node,
+            relayed: false,
+        }
+    }
+
+    /// Serves requests that followers relayed to this node.
+    pub fn relayed(node: Arc<Node>) -> Self {
+        EventStoreService {
+            node,
+            relayed: true,
+        }
+    }
+
+    async fn serve<T, R: FromReply>(
+        &self,
+        req: Request<T>,
+        wrap: fn(T) -> NodeRequest,
+    ) -> Result<Response<R>, Status> {
+        let deadline = deadline_of(&req, self.node.default_timeout);
+        let reply = self
+            .node
+            .handle(wrap(req.into_inner()), deadline, self.relayed)
+            .await?;
+        R::from_reply(reply)
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("the node answered with a reply of another kind"))
+    }
+}
+
+/// Picks the wire response out of a [`Reply`].
+trait FromReply: Sized {
+    fn from_reply(reply: Reply) -> Option<Self>;
+}
+
+impl FromReply for SaveResponse {
+    fn from_reply(reply: Reply) -> Option<Self> {
+        match reply {
+            Reply::Save(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for LoadResponse {
+    fn from_reply(reply: Reply) -> Option<Self> {
+        match reply {
+            Reply::Load(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for DeleteResponse {
+    fn from_reply(reply: Reply) -> Option<Self> {
+        match reply {
+            Reply::Delete(r) => Some(r),
+            _ => None,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl EventStore for EventStoreService {
     async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
-        match self
-            .node
-            .handle(NodeRequest::Save(req.into_inner()), deadline, false)
-            .await?
-        {
-            Reply::Save(r) => Ok(Response::new(r)),
-            _ => Err(Status::internal("mismatched reply")),
-        }
+        self.serve(req, NodeRequest::Save).await
     }
 
     async fn load(&self, req: Request<LoadRequest>) -> Result<Response<LoadResponse>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
-        match self
-            .node
-            .handle(NodeRequest::Load(req.into_inner()), deadline, false)
-            .await?
-        {
-            Reply::Load(r) => Ok(Response::new(r)),
-            _ => Err(Status::internal("mismatched reply")),
-        }
+        self.serve(req, NodeRequest::Load).await
     }
 
     async fn delete(
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
-        match self
-            .node
-            .handle(NodeRequest::Delete(req.into_inner()), deadline, false)
-            .await?
-        {
-            Reply::Delete(r) => Ok(Response::new(r)),
-            _ => Err(Status::internal("mismatched reply")),
-        }
+        self.serve(req, NodeRequest::Delete).await
+    }
+}
+
+#[tonic::async_trait]
+impl Forward for EventStoreService {
+    async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
+        self.serve(req, NodeRequest::Save).await
+    }
+
+    async fn load(&self, req: Request<LoadRequest>) -> Result<Response<LoadResponse>, Status> {
+        self.serve(req, NodeRequest::Load).await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        self.serve(req, NodeRequest::Delete).await
     }
 }

@@ -3,7 +3,6 @@
 //! same log position. Reads never depend on it: a value past its deadline
 //! is hidden whether or not it has been purged yet.
 
-use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,22 +13,11 @@ use super::node::{now_ms, Local, Node};
 use crate::store::{Applied, Command};
 
 /// Runs until `shutdown` turns true.
-pub async fn run_purger(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(node.expiry.purge_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        if node.raft.metrics().borrow_watched().current_leader != Some(node.id) {
-            continue;
-        }
+pub async fn run_purger(node: Arc<Node>, shutdown: watch::Receiver<bool>) {
+    node.every_tick_as_leader(node.expiry.purge_interval, shutdown, || async {
         purge_expired(&node).await;
-    }
+    })
+    .await;
 }
 
 /// Proposes purges until nothing expired is left (or a proposal fails).

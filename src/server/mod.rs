@@ -3,7 +3,7 @@
 //! report health, and shut down gracefully.
 //!
 //! - [`node`]: request routing (serve on the leader or relay to it);
-//! - [`peer`]: the services on the peer port (Raft RPCs, relays, admin);
+//! - [`peer`]: the services on the peer port (Raft RPCs, admin);
 //! - [`expiry`]: the purger that turns expired values into log entries;
 //! - [`registrar`]: records each member's data-directory incarnation.
 
@@ -12,7 +12,6 @@ pub mod node;
 pub mod peer;
 pub mod registrar;
 
-use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use openraft::async_runtime::WatchReceiver;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -212,7 +212,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(
-                ForwardServer::new(peer.clone())
+                ForwardServer::new(EventStoreService::relayed(node.clone()))
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(max_msg),
             )

@@ -14,10 +14,10 @@
 //! leader, which it does before proposing anything, so a retry can never
 //! apply a write twice.
 
-use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::LinearizerOption;
 use tokio::time::Instant;
@@ -292,6 +292,38 @@ impl Node {
                 "node {} cannot serve: {e}",
                 self.id
             ))),
+        }
+    }
+
+    /// Whether this node currently believes it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
+    }
+
+    /// Runs `task` every `period` while this node is the leader, until
+    /// `shutdown` turns true. Used by the purger and the registrar.
+    pub async fn every_tick_as_leader<F, Fut>(
+        &self,
+        period: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        mut task: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if self.is_leader() {
+                task().await;
+            }
         }
     }
 

@@ -1,27 +1,23 @@
 //! The incoming half of the peer port: openraft's RPCs from other nodes
-//! (`RaftPeer`), client requests relayed by followers (`Forward`) and
-//! cluster administration (`Admin`).
+//! (`RaftPeer`) and cluster administration (`Admin`). Client requests that
+//! followers relay (`Forward`) are served by
+//! [`EventStoreService::relayed`](crate::api::service::EventStoreService::relayed).
 
-use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::deadline_of;
-use super::node::{Local, Node, Reply, Request as ClientRequest};
+use super::node::{Local, Node};
 use crate::proto::peer::admin_server::Admin;
-use crate::proto::peer::forward_server::Forward;
 use crate::proto::peer::raft_peer_server::RaftPeer;
 use crate::proto::peer::{
     AddLearnerRequest, Member, MembershipResponse, NodeRequest, RaftPayload, SnapshotChunk,
     StatusRequest, StatusResponse,
-};
-use crate::proto::protob::{
-    DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
 };
 use crate::raft::network::decode_snapshot_header;
 use crate::raft::types::{Node as RaftNode, TypeConfig};
@@ -163,48 +159,6 @@ impl RaftPeer for PeerService {
             .await
             .map_err(fatal)?;
         self.reply(&resp)
-    }
-}
-
-#[tonic::async_trait]
-impl Forward for PeerService {
-    async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
-        match self
-            .node
-            .handle(ClientRequest::Save(req.into_inner()), deadline, true)
-            .await?
-        {
-            Reply::Save(r) => Ok(Response::new(r)),
-            _ => Err(Status::internal("mismatched reply")),
-        }
-    }
-
-    async fn load(&self, req: Request<LoadRequest>) -> Result<Response<LoadResponse>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
-        match self
-            .node
-            .handle(ClientRequest::Load(req.into_inner()), deadline, true)
-            .await?
-        {
-            Reply::Load(r) => Ok(Response::new(r)),
-            _ => Err(Status::internal("mismatched reply")),
-        }
-    }
-
-    async fn delete(
-        &self,
-        req: Request<DeleteRequest>,
-    ) -> Result<Response<DeleteResponse>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
-        match self
-            .node
-            .handle(ClientRequest::Delete(req.into_inner()), deadline, true)
-            .await?
-        {
-            Reply::Delete(r) => Ok(Response::new(r)),
-            _ => Err(Status::internal("mismatched reply")),
-        }
     }
 }
 

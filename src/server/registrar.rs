@@ -5,10 +5,10 @@
 //! back with a wiped data directory refuses to rejoin (see
 //! [`crate::server::peer`]).
 
-use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -16,61 +16,60 @@ use super::node::{Local, Node};
 use crate::store::Command;
 
 /// Runs until `shutdown` turns true.
-pub async fn run_registrar(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let metrics = node.raft.metrics().borrow_watched().clone();
-        if metrics.current_leader != Some(node.id) {
-            continue;
-        }
-        let members: Vec<u64> = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
-        for id in members {
-            match node.keyspace.member_incarnation(id) {
-                Ok(None) => {}
-                Ok(Some(_)) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the member registry failed");
-                    continue;
-                }
+pub async fn run_registrar(node: Arc<Node>, shutdown: watch::Receiver<bool>) {
+    node.every_tick_as_leader(Duration::from_millis(500), shutdown, || {
+        register_members(&node)
+    })
+    .await;
+}
+
+/// Records the incarnation of every member that has none on record and has
+/// answered recently.
+async fn register_members(node: &Node) {
+    let members: Vec<u64> = node
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    for id in members {
+        match node.keyspace.member_incarnation(id) {
+            Ok(None) => {}
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the member registry failed");
+                continue;
             }
-            let seen = if id == node.id {
-                Some(node.incarnation)
-            } else {
-                // Only a fresh answer: an old one may come from a member
-                // that has since been removed and replaced under its id.
-                node.observed.recent(id, Duration::from_secs(1))
-            };
-            let Some(incarnation) = seen else { continue };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            match node
-                .write(
-                    Command::Register {
-                        node: id,
-                        incarnation,
-                    },
-                    deadline,
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(node = id, incarnation = %format!("{incarnation:x}"), "member registered")
-                }
-                Err(Local::NotLeader(_)) => break,
-                Err(Local::Failed(e)) => tracing::debug!(error = %e, "registering a member failed"),
-            }
+        }
+        let seen = if id == node.id {
+            Some(node.incarnation)
+        } else {
+            // Only a fresh answer: an old one may come from a member that
+            // has since been removed and replaced under its id.
+            node.observed.recent(id, Duration::from_secs(1))
+        };
+        let Some(incarnation) = seen else { continue };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        match node
+            .write(
+                Command::Register {
+                    node: id,
+                    incarnation,
+                },
+                deadline,
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(
+                node = id,
+                incarnation = %format!("{incarnation:x}"),
+                "member registered"
+            ),
+            Err(Local::NotLeader(_)) => return,
+            Err(Local::Failed(e)) => tracing::debug!(error = %e, "registering a member failed"),
         }
     }
 }
