@@ -4,7 +4,6 @@
 //! [`EventStoreService::relayed`](crate::api::service::EventStoreService::relayed).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
@@ -89,6 +88,25 @@ impl PeerService {
     }
 }
 
+/// Writes a snapshot arriving in chunks to `path`, durably, and returns an
+/// open handle to it.
+async fn receive_snapshot(
+    path: &std::path::Path,
+    first: Vec<u8>,
+    stream: &mut Streaming<SnapshotChunk>,
+) -> Result<std::fs::File, Status> {
+    use tokio::io::AsyncWriteExt;
+    let io_err = |e: std::io::Error| Status::internal(format!("staging snapshot: {e}"));
+    let mut file = tokio::fs::File::create(path).await.map_err(io_err)?;
+    file.write_all(&first).await.map_err(io_err)?;
+    while let Some(chunk) = stream.next().await {
+        file.write_all(&chunk?.data).await.map_err(io_err)?;
+    }
+    file.sync_all().await.map_err(io_err)?;
+    drop(file);
+    std::fs::File::open(path).map_err(io_err)
+}
+
 fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is not running: {e}"))
 }
@@ -123,17 +141,11 @@ impl RaftPeer for PeerService {
         let (vote, meta) = decode_snapshot_header(&first.header)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
         let path = incoming_path(&self.snapshot_dir);
-        let io_err = |e: std::io::Error| Status::internal(format!("staging snapshot: {e}"));
-        let mut file = std::fs::File::create(&path).map_err(io_err)?;
-        file.write_all(&first.data).map_err(io_err)?;
-        while let Some(chunk) = stream.next().await {
-            file.write_all(&chunk?.data).map_err(io_err)?;
-        }
-        file.sync_all().map_err(io_err)?;
-        drop(file);
-        let file = std::fs::File::open(&path).map_err(io_err)?;
-        // The open handle keeps the data readable; the name is not needed.
-        let _ = std::fs::remove_file(&path);
+        let received = receive_snapshot(&path, first.data, &mut stream).await;
+        // The open handle keeps the data readable; the name is not needed,
+        // and a transfer that failed half-way leaves nothing behind.
+        let _ = tokio::fs::remove_file(&path).await;
+        let file = received?;
         let snapshot = openraft::alias::SnapshotOf::<TypeConfig, std::fs::File> {
             meta,
             snapshot: file,
