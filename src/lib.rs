@@ -12,6 +12,8 @@
 //! - [`raft`]: openraft's log store, network and type configuration;
 //! - [`store`]: the replicated keyspace and state machine;
 //! - [`client`]: the Rust client library;
+//! - [`check`]: history checks (linearizability, expiry, durability) for the fault-injection suite;
+//! - [`faults`]: the fault-injection runner behind `eventstore-faults` and `cluster/faults.sh`;
 //! - [`cli`]: the `eventstore` command line;
 //! - [`proto`]: generated protobuf code.
 
@@ -19,9 +21,11 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod faults;
 pub mod proto;
 pub mod raft;
 pub mod server;

@@ -1,7 +1,9 @@
 //! The `eventstore` command line: `serve` runs a node, `client` talks to a
-//! cluster, `health` probes a node, `cluster` administers membership.
+//! cluster, `health` probes a node, `cluster` administers membership, and
+//! `bench` measures a running node.
 
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod serve;
 
@@ -28,6 +30,9 @@ pub enum Command {
     /// Inspect and change cluster membership (talks to the peer port).
     #[command(subcommand)]
     Cluster(admin::ClusterCommand),
+    /// Measure Save and Load throughput and latency against a running node,
+    /// with the transport alone (health checks) as a baseline in the same run.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -50,6 +55,7 @@ pub fn main() -> i32 {
             Command::Client(args) => client::run(args).await,
             Command::Health(args) => client::health(args).await,
             Command::Cluster(cmd) => admin::run(cmd).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }
