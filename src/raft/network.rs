@@ -54,8 +54,9 @@ impl Channels {
         let ch = Endpoint::from_shared(uri)?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
+            // Notice a dead peer (or leader) within about two seconds.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true)
             .connect_lazy();
         map.insert(addr.to_string(), ch.clone());
@@ -216,6 +217,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let resp = self
             .client()?
             .vote(req)
+            .await
+            .map_err(status_to_rpc_error)?;
+        self.decode_reply(resp)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let req = self.request(&rpc, option.soft_ttl())?;
+        let resp = self
+            .client()?
+            .pre_vote(req)
             .await
             .map_err(status_to_rpc_error)?;
         self.decode_reply(resp)

@@ -110,6 +110,9 @@ fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(s.snapshot_every),
         max_in_snapshot_log_to_keep: s.keep_behind_snapshot,
         install_snapshot_timeout: 30_000,
+        // A node back from a partition first asks whether it could win, so
+        // it does not force an election on a healthy leader.
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     config.validate().context("invalid Raft settings")

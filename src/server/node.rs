@@ -406,11 +406,28 @@ impl Node {
         res.map_err(|s| match s.code() {
             // A transport failure: we cannot know whether the leader applied
             // a write, so do not retry it here.
-            tonic::Code::Unavailable if !s.message().contains(NOT_LEADER) => {
-                ApiError::Unavailable(format!("could not reach leader {leader}: {}", s.message()))
-            }
+            code if is_transport_failure(code, s.message()) => ApiError::Unavailable(format!(
+                "could not reach leader {leader} ({}); a write may or may not have been applied",
+                s.message()
+            )),
             _ => ApiError::from_status(&s),
         })
+    }
+}
+
+/// Whether a relay failed in the transport (connection refused, reset or
+/// lost) rather than with an answer from the leader.
+fn is_transport_failure(code: tonic::Code, message: &str) -> bool {
+    if message.contains(NOT_LEADER) {
+        return false;
+    }
+    match code {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => true,
+        // h2 reports a reset or broken connection as INTERNAL.
+        tonic::Code::Internal => {
+            message.contains("h2 protocol error") || message.contains("transport error")
+        }
+        _ => false,
     }
 }
 

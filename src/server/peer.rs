@@ -119,6 +119,12 @@ impl RaftPeer for PeerService {
         self.reply(&resp)
     }
 
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(req.get_ref())?;
+        let resp = self.node.raft.pre_vote(rpc).await.map_err(fatal)?;
+        self.reply(&resp)
+    }
+
     async fn append_entries(
         &self,
         req: Request<RaftPayload>,
