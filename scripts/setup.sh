@@ -9,6 +9,12 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
 fi
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# The wire-contract check makes a Python virtualenv.
+if command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+else
+  need+=(python3 python3-venv)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

@@ -30,6 +30,9 @@ pub enum Command {
     /// Inspect and change cluster membership (talks to the peer port).
     #[command(subcommand)]
     Cluster(admin::ClusterCommand),
+    /// Do nothing until SIGTERM or SIGINT: the main process of a client pod
+    /// that users `kubectl exec` into to run `eventstore client`.
+    Idle,
     /// Measure Save and Load throughput and latency against a running node,
     /// with the transport alone (health checks) as a baseline in the same run.
     Bench(bench::BenchArgs),
@@ -56,6 +59,10 @@ pub fn main() -> i32 {
             Command::Health(args) => client::health(args).await,
             Command::Cluster(cmd) => admin::run(cmd).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Idle => {
+                serve::shutdown_signal().await;
+                0
+            }
         }
     })
 }

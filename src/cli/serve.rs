@@ -206,7 +206,8 @@ pub async fn run(args: ServeArgs) -> i32 {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
