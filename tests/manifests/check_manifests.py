@@ -217,10 +217,10 @@ def cmd_consistency(rendered, compose_file, kdir):
         for d in load_docs(os.path.join(exdir, f)):
             for x in d.get("spec", {}).get("containers", []):
                 args = " ".join(x.get("args", []))
-                env = {e.get("name"): e.get("value") for e in x.get("env", [])}
+                ex_env = {e.get("name"): e.get("value") for e in x.get("env", [])}
                 c.check(x.get("image") == ctr["image"], f"examples/{f}: same image as the StatefulSet")
                 c.check("dns:///eventstore.$(POD_NAMESPACE):8080" in args
-                        or env.get("EVENTSTORE_SERVER") == "dns:///eventstore.$(POD_NAMESPACE):8080",
+                        or ex_env.get("EVENTSTORE_SERVER") == "dns:///eventstore.$(POD_NAMESPACE):8080",
                         f"examples/{f}: uses the client Service")
 
     # Compose mirrors the StatefulSet; only the peer host names differ.
