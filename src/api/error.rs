@@ -15,7 +15,8 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     /// No leader, no quorum, or the node is shutting down (UNAVAILABLE).
-    /// The request was not applied.
+    /// The request was not applied, unless the message starts with
+    /// [`OUTCOME_UNKNOWN`](crate::server::node::OUTCOME_UNKNOWN).
     #[error("{0}")]
     Unavailable(String),
     /// The deadline passed while the request was in flight (DEADLINE_EXCEEDED).

@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Number of distinct keys (Bridge scope `bench`).
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
+    /// TTL in seconds of the saved values.
+    #[arg(long, default_value_t = 600)]
+    pub ttl: i32,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -100,6 +103,7 @@ async fn run_phase(phase: Phase, channel: &Channel, args: &BenchArgs) -> Measure
         let stop = stop.clone();
         let value = value.clone();
         let keys = args.keys.max(1);
+        let ttl = args.ttl.max(0);
         workers.push(tokio::spawn(async move {
             let mut store = EventStoreClient::new(channel.clone());
             let mut health = HealthClient::new(channel);
@@ -121,7 +125,7 @@ async fn run_phase(phase: Phase, channel: &Channel, args: &BenchArgs) -> Measure
                     Phase::Save => store
                         .save(SaveRequest {
                             location: Some(location(key)),
-                            ttl: 600,
+                            ttl,
                             value: value.clone().into(),
                         })
                         .await

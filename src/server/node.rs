@@ -38,6 +38,10 @@ use crate::store::{Applied, Command, Keyspace};
 /// is not the leader; the relaying node then retries with the new leader.
 pub const NOT_LEADER: &str = "not the leader";
 
+/// Message prefix of an UNAVAILABLE answer to a write that may have been
+/// applied (every other UNAVAILABLE means it was not).
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
+
 /// Message fragment used when the leader's address is not known yet (a new
 /// node that has not received the membership): nothing was sent, so the
 /// request is retried.
@@ -231,8 +235,17 @@ impl Node {
                     .into(),
             ))),
             Ok(Ok(resp)) => Ok(resp.data),
+            // Refused before anything was proposed: safe to send elsewhere.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(Local::NotLeader(f.leader_id))
+            }
+            // Proposed, then leadership moved: another node may commit it.
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                Err(Local::Failed(ApiError::Unavailable(format!(
+                    "{OUTCOME_UNKNOWN}: leadership moved away from node {} while the write was \
+                     in flight; retrying is safe",
+                    self.id
+                ))))
             }
             Ok(Err(RaftError::APIError(e))) => Err(Local::Failed(ApiError::Unavailable(
                 format!("write rejected: {e}"),
@@ -407,7 +420,7 @@ impl Node {
             // A transport failure: we cannot know whether the leader applied
             // a write, so do not retry it here.
             code if is_transport_failure(code, s.message()) => ApiError::Unavailable(format!(
-                "could not reach leader {leader} ({}); a write may or may not have been applied",
+                "{OUTCOME_UNKNOWN}: could not reach leader {leader} ({})",
                 s.message()
             )),
             _ => ApiError::from_status(&s),
