@@ -44,6 +44,18 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Which phases to run, in order (the baseline always runs first).
+    #[arg(long, value_delimiter = ',', default_values = ["save", "load"])]
+    pub phases: Vec<PhaseArg>,
+}
+
+/// A measured phase besides the baseline.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum PhaseArg {
+    /// Save values.
+    Save,
+    /// Load values (run `save` first, or they are not found).
+    Load,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -191,9 +203,12 @@ pub async fn run(args: BenchArgs) -> i32 {
             return 2;
         }
     };
-    // Saves first, so that loads find their keys.
+    let phases = std::iter::once(Phase::Baseline).chain(args.phases.iter().map(|p| match p {
+        PhaseArg::Save => Phase::Save,
+        PhaseArg::Load => Phase::Load,
+    }));
     let mut results = Vec::new();
-    for phase in [Phase::Baseline, Phase::Save, Phase::Load] {
+    for phase in phases {
         eprintln!("bench: {} for {:?}...", phase.name(), args.duration);
         results.push(run_phase(phase, &channel, &args).await);
     }
