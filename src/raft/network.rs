@@ -161,6 +161,27 @@ impl PeerClient {
         Ok(req)
     }
 
+    /// Sends one unary Raft RPC: encodes `msg`, calls `rpc` on the peer
+    /// within the RPC's soft deadline, and decodes the reply.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        msg: &Req,
+        option: RPCOption,
+        rpc: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let req = self.request(msg, option.soft_ttl())?;
+        let resp = rpc(self.client()?, req)
+            .await
+            .map_err(status_to_rpc_error)?;
+        self.decode_reply(resp)
+    }
+
     /// The incarnation the cluster has on record for the target (0: none).
     fn expected_incarnation(&self) -> u64 {
         self.keyspace
@@ -199,13 +220,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(&rpc, option.soft_ttl())?;
-        let resp = self
-            .client()?
-            .append_entries(req)
-            .await
-            .map_err(status_to_rpc_error)?;
-        self.decode_reply(resp)
+        self.call(
+            &rpc,
+            option,
+            |mut c, r| async move { c.append_entries(r).await },
+        )
+        .await
     }
 
     async fn vote(
@@ -213,13 +233,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(&rpc, option.soft_ttl())?;
-        let resp = self
-            .client()?
-            .vote(req)
+        self.call(&rpc, option, |mut c, r| async move { c.vote(r).await })
             .await
-            .map_err(status_to_rpc_error)?;
-        self.decode_reply(resp)
     }
 
     async fn pre_vote(
@@ -227,13 +242,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(&rpc, option.soft_ttl())?;
-        let resp = self
-            .client()?
-            .pre_vote(req)
+        self.call(&rpc, option, |mut c, r| async move { c.pre_vote(r).await })
             .await
-            .map_err(status_to_rpc_error)?;
-        self.decode_reply(resp)
     }
 
     async fn full_snapshot(
@@ -297,13 +307,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let req = self.request(&req, option.soft_ttl())?;
-        let resp = self
-            .client()?
-            .transfer_leader(req)
-            .await
-            .map_err(status_to_rpc_error)?;
-        self.decode_reply(resp)
+        self.call(&req, option, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 }
 

@@ -78,6 +78,25 @@ impl PeerService {
             .map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
     }
 
+    /// Serves one unary Raft RPC: checks and decodes the request, hands it
+    /// to `handler` with the Raft handle, and encodes the answer.
+    async fn answer<Req, Resp, E, F, Fut>(
+        &self,
+        req: Request<RaftPayload>,
+        handler: F,
+    ) -> Result<Response<RaftPayload>, Status>
+    where
+        Req: serde::de::DeserializeOwned,
+        Resp: serde::Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(crate::raft::types::Raft, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, E>>,
+    {
+        let rpc = self.decode(req.get_ref())?;
+        let resp = handler(self.node.raft.clone(), rpc).await.map_err(fatal)?;
+        self.reply(&resp)
+    }
+
     fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftPayload>, Status> {
         let payload = bincode_encode(v).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftPayload {
@@ -114,24 +133,24 @@ fn fatal(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = self.decode(req.get_ref())?;
-        let resp = self.node.raft.vote(rpc).await.map_err(fatal)?;
-        self.reply(&resp)
+        self.answer(req, |raft, rpc| async move { raft.vote(rpc).await })
+            .await
     }
 
     async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = self.decode(req.get_ref())?;
-        let resp = self.node.raft.pre_vote(rpc).await.map_err(fatal)?;
-        self.reply(&resp)
+        self.answer(req, |raft, rpc| async move { raft.pre_vote(rpc).await })
+            .await
     }
 
     async fn append_entries(
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = self.decode(req.get_ref())?;
-        let resp = self.node.raft.append_entries(rpc).await.map_err(fatal)?;
-        self.reply(&resp)
+        self.answer(
+            req,
+            |raft, rpc| async move { raft.append_entries(rpc).await },
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -169,14 +188,10 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = self.decode(req.get_ref())?;
-        let resp = self
-            .node
-            .raft
-            .handle_transfer_leader(rpc)
-            .await
-            .map_err(fatal)?;
-        self.reply(&resp)
+        self.answer(req, |raft, rpc| async move {
+            raft.handle_transfer_leader(rpc).await
+        })
+        .await
     }
 }
 
