@@ -202,25 +202,35 @@ pub fn describe(op: &Op) -> String {
     )
 }
 
+/// The Saves of one key's operations, by the value they wrote.
+fn writers_by_value<'a>(kops: &[&'a Op]) -> HashMap<&'a str, Vec<&'a Op>> {
+    let mut writers: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for op in kops.iter().copied().filter(|o| o.kind == Kind::Save) {
+        if let Some(v) = &op.value {
+            writers.entry(v.as_str()).or_default().push(op);
+        }
+    }
+    writers
+}
+
+/// The successful Loads of one key's operations that returned a value.
+fn value_reads<'a, 'k>(
+    kops: &'k [&'a Op],
+) -> impl Iterator<Item = (&'a Op, &'a str)> + use<'a, 'k> {
+    kops.iter()
+        .copied()
+        .filter(|o| o.kind == Kind::Load && o.outcome == Outcome::Ok)
+        .filter_map(|r| r.value.as_deref().map(|v| (r, v)))
+}
+
 /// Reads that cannot be explained by any write: a value never written to
 /// that key, written only by Saves that definitely failed, or written only
 /// by Saves invoked after the read completed.
 pub fn check_reads_have_writes(ops: &[Op]) -> Vec<Anomaly> {
     let mut out = Vec::new();
     for (key, kops) in by_key(ops) {
-        let mut writers: HashMap<&str, Vec<&Op>> = HashMap::new();
-        for op in kops.iter().filter(|o| o.kind == Kind::Save) {
-            if let Some(v) = &op.value {
-                writers.entry(v.as_str()).or_default().push(op);
-            }
-        }
-        for r in kops
-            .iter()
-            .filter(|o| o.kind == Kind::Load && o.outcome == Outcome::Ok)
-        {
-            let Some(v) = r.value.as_deref() else {
-                continue;
-            };
+        let writers = writers_by_value(&kops);
+        for (r, v) in value_reads(&kops) {
             let ws = writers.get(v).map(Vec::as_slice).unwrap_or(&[]);
             let possible = ws
                 .iter()
@@ -259,19 +269,8 @@ pub fn check_reads_have_writes(ops: &[Op]) -> Vec<Anomaly> {
 pub fn check_expiry(ops: &[Op], timing: Timing) -> Vec<Anomaly> {
     let mut out = Vec::new();
     for (key, kops) in by_key(ops) {
-        let mut writers: HashMap<&str, Vec<&Op>> = HashMap::new();
-        for op in kops.iter().filter(|o| o.kind == Kind::Save) {
-            if let Some(v) = &op.value {
-                writers.entry(v.as_str()).or_default().push(op);
-            }
-        }
-        for r in kops
-            .iter()
-            .filter(|o| o.kind == Kind::Load && o.outcome == Outcome::Ok)
-        {
-            let Some(v) = r.value.as_deref() else {
-                continue;
-            };
+        let writers = writers_by_value(&kops);
+        for (r, v) in value_reads(&kops) {
             let ws: Vec<&Op> = writers
                 .get(v)
                 .map(|ws| {
