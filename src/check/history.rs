@@ -379,9 +379,11 @@ pub fn check_final_state(ops: &[Op], final_phase: &str, timing: Timing) -> Vec<A
     out
 }
 
-/// Saves answered UNAVAILABLE whose value was read later: the server's
-/// contract says UNAVAILABLE means "not applied". Returned for reporting;
-/// the checks treat such Saves as indeterminate, so this is not an anomaly.
+/// Indeterminate Saves answered UNAVAILABLE ("outcome unknown", or any
+/// UNAVAILABLE with `--distrust-unavailable`) whose value was read later.
+/// Returned for reporting: they were allowed to take effect. A Save answered
+/// a plain UNAVAILABLE is a failed operation, and a read of its value is a
+/// `phantom-read` anomaly.
 pub fn unavailable_but_applied(ops: &[Op]) -> Vec<usize> {
     let mut read: HashMap<(&str, &str), ()> = HashMap::new();
     for r in ops
@@ -396,7 +398,9 @@ pub fn unavailable_but_applied(ops: &[Op]) -> Vec<usize> {
         .filter(|o| {
             o.kind == Kind::Save
                 && o.outcome == Outcome::Indeterminate
-                && o.error.as_deref() == Some("Unavailable")
+                && o.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("Unavailable"))
         })
         .filter(|o| {
             o.value

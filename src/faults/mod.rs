@@ -93,9 +93,10 @@ pub struct Args {
     /// Workload after the cluster is healthy again, in seconds.
     #[arg(long, default_value_t = 5)]
     pub settle_secs: u64,
-    /// Treat UNAVAILABLE on Save/Delete as "not applied" instead of indeterminate.
+    /// Treat every UNAVAILABLE answer to a Save/Delete as indeterminate,
+    /// instead of as "not applied" unless it says "outcome unknown".
     #[arg(long)]
-    pub trust_unavailable: bool,
+    pub distrust_unavailable: bool,
     /// Stop everything (and fail) after this many seconds.
     #[arg(long, default_value_t = 720)]
     pub max_run_secs: u64,
@@ -291,7 +292,7 @@ async fn run(args: Args) -> Result<bool> {
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         error_backoff: Duration::from_millis(50),
         think: Duration::from_millis(args.think_ms),
-        trust_unavailable: args.trust_unavailable,
+        trust_unavailable: !args.distrust_unavailable,
         seed,
     };
     let rec = Recorder::new();
@@ -498,7 +499,7 @@ async fn run(args: Args) -> Result<bool> {
             short_ttl_secs: (1, 2),
             short_ttl_keys: 4 * args.keys,
             skew_ms: args.skew_ms,
-            trust_unavailable: args.trust_unavailable,
+            trust_unavailable: !args.distrust_unavailable,
             timings: timings.clone(),
             unavailability:
                 "longest gap between successful completions within the scenario window; \
@@ -565,7 +566,7 @@ async fn run(args: Args) -> Result<bool> {
     }
     if !unavailable_applied.is_empty() {
         println!(
-            "note: {} Save(s) answered UNAVAILABLE were applied after all (treated as indeterminate), e.g. {}",
+            "note: {} Save(s) answered UNAVAILABLE with an unknown outcome took effect (allowed), e.g. {}",
             unavailable_applied.len(),
             check::history::describe(unavailable_applied[0])
         );

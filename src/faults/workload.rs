@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::server::node::OUTCOME_UNKNOWN;
 use anyhow::Result;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -330,12 +331,13 @@ fn never_sent(s: &Status) -> bool {
 /// - OK → ok; NOT_FOUND on a Load → ok, absent.
 /// - INVALID_ARGUMENT, RESOURCE_EXHAUSTED, OUT_OF_RANGE, and connection
 ///   refused (never sent) → failed.
-/// - UNAVAILABLE: a Load → failed (a read has no effect either way); a
-///   Save/Delete → indeterminate, unless `trust_unavailable`. The server
-///   documents UNAVAILABLE as "not applied", but it also answers
-///   UNAVAILABLE when a relay to the leader loses its connection after
-///   sending, and when Raft stops under a proposed entry; both may still
-///   commit.
+/// - UNAVAILABLE: a Load → failed (a read has no effect either way). A
+///   Save/Delete → failed (the server's contract: not applied), unless the
+///   message starts with "outcome unknown" (leadership moved or Raft
+///   stopped under the proposed entry, or a relay broke in transit) →
+///   indeterminate. With `--distrust-unavailable`, every UNAVAILABLE write
+///   is indeterminate. A write answered plain UNAVAILABLE that took effect
+///   shows up as an anomaly (a read of a failed write's value).
 /// - DEADLINE_EXCEEDED, CANCELLED, the local timeout, transport errors and
 ///   any other code → indeterminate.
 pub fn classify(
@@ -362,6 +364,11 @@ pub fn classify(
                 Code::Unavailable if never_sent(&s) => {
                     (Outcome::Failed, None, Some("connection-refused".into()))
                 }
+                Code::Unavailable if s.message().starts_with(OUTCOME_UNKNOWN) => (
+                    Outcome::Indeterminate,
+                    None,
+                    Some("Unavailable(outcome unknown)".into()),
+                ),
                 Code::Unavailable if kind == Kind::Load || trust_unavailable => {
                     (Outcome::Failed, None, label)
                 }

@@ -250,8 +250,9 @@ impl Node {
             Ok(Err(RaftError::APIError(e))) => Err(Local::Failed(ApiError::Unavailable(
                 format!("write rejected: {e}"),
             ))),
+            // Raft stopped (shutdown) with the entry possibly replicated.
             Ok(Err(RaftError::Fatal(e))) => Err(Local::Failed(ApiError::Unavailable(format!(
-                "node {} cannot serve: {e}",
+                "{OUTCOME_UNKNOWN}: node {} stopped while the write was in flight: {e}",
                 self.id
             )))),
         }
