@@ -151,11 +151,7 @@ pub async fn run(cmd: ClusterCommand) -> i32 {
                     .await
                     .map_err(|s| s.message().to_string())?
                     .into_inner();
-                if t.json {
-                    println!("{}", status_json(&s));
-                } else {
-                    print_status(&s);
-                }
+                show_status(&s, t.json);
             }
             ClusterCommand::TransferLeader { target, node_id } => {
                 let s = connect(&target.server)
@@ -164,11 +160,7 @@ pub async fn run(cmd: ClusterCommand) -> i32 {
                     .await
                     .map_err(|s| s.message().to_string())?
                     .into_inner();
-                if target.json {
-                    println!("{}", status_json(&s));
-                } else {
-                    print_status(&s);
-                }
+                show_status(&s, target.json);
             }
             ClusterCommand::AddLearner {
                 target,
@@ -211,6 +203,14 @@ pub async fn run(cmd: ClusterCommand) -> i32 {
             eprintln!("error: {e}");
             1
         }
+    }
+}
+
+fn show_status(s: &StatusResponse, json: bool) {
+    if json {
+        println!("{}", status_json(s));
+    } else {
+        print_status(s);
     }
 }
 

@@ -434,8 +434,6 @@ pub fn timeline_svg(
     end_ns: u64,
     bucket_ms: u64,
 ) -> String {
-    const LEFT: f64 = 70.0;
-    const RIGHT: f64 = 20.0;
     const TOP: f64 = 100.0;
     const H1: f64 = 300.0;
     const GAP: f64 = 40.0;
@@ -568,32 +566,8 @@ pub fn timeline_svg(
     }
 
     // Axes and grid.
-    let step1 = nice_step(y1_max, 5.0);
-    let mut v = 0.0;
-    while v <= y1_max {
-        let yy = y1(v);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ccc" stroke-width="0.5"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"##,
-            width - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0
-        );
-        v += step1;
-    }
-    let step2 = nice_step(y2_max, 4.0);
-    let mut v = 0.0;
-    while v <= y2_max {
-        let yy = y2(v);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ccc" stroke-width="0.5"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"##,
-            width - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0
-        );
-        v += step2;
-    }
+    horizontal_grid(&mut svg, y1_max, nice_step(y1_max, 5.0), &y1, width);
+    horizontal_grid(&mut svg, y2_max, nice_step(y2_max, 4.0), &y2, width);
     let xstep = nice_step(t_max, 20.0).max(1.0);
     let mut t = 0.0;
     while t <= t_max {
@@ -734,4 +708,26 @@ pub fn anomalies_by_phase(
         m.entry(phase).or_default().push(a.clone());
     }
     m
+}
+
+/// Left margin of the timeline plot (room for the y labels), in pixels.
+const LEFT: f64 = 70.0;
+/// Right margin of the timeline plot, in pixels.
+const RIGHT: f64 = 20.0;
+
+/// Horizontal grid lines with their labels, every `step` from 0 to `max`,
+/// placed by `y`.
+fn horizontal_grid(svg: &mut String, max: f64, step: f64, y: &dyn Fn(f64) -> f64, width: f64) {
+    let mut v = 0.0;
+    while v <= max {
+        let yy = y(v);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ccc" stroke-width="0.5"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"##,
+            width - RIGHT,
+            LEFT - 6.0,
+            yy + 4.0
+        );
+        v += step;
+    }
 }
