@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-cargo build --release --locked --all-targets
-cargo test --release --locked -- --test-threads 2
+cargo build --release --locked --workspace --all-targets
+cargo test --release --locked --workspace -- --test-threads 2
 tests/contract/run.sh
 tests/manifests/validate.sh
 cluster/faults.sh

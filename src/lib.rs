@@ -6,26 +6,30 @@
 //! RocksDB state machine; reads are linearizable; expiry is decided by
 //! deadlines the leader stamps into the log.
 //!
-//! The crate is laid out by layer:
-//! - [`api`]: the public gRPC service, validation and error codes;
-//! - [`server`]: running a node (routing, relaying, peer services, purging);
+//! The crate is laid out by layer, and imports run one way, from the
+//! command line and the wiring down to the store:
+//! `cli` → `server` → `api` / `raft` → `store`.
+//! - [`cli`]: the `eventstore` command line (serve, client, health, cluster, bench);
+//! - [`server`]: running a node: wiring, routing to the leader, relaying,
+//!   peer services, purging, health;
+//! - [`api`]: the public gRPC service, request validation, the deadline
+//!   rule and error codes; it reaches the node only through [`api::Handler`];
 //! - [`raft`]: openraft's log store, network and type configuration;
-//! - [`store`]: the replicated keyspace and state machine;
+//! - [`store`]: the replicated keyspace and state machine (keys, expiry, snapshots);
 //! - [`client`]: the Rust client library;
-//! - [`check`]: history checks (linearizability, expiry, durability) for the fault-injection suite;
-//! - [`faults`]: the fault-injection runner behind `eventstore-faults` and `cluster/faults.sh`;
-//! - [`cli`]: the `eventstore` command line;
-//! - [`proto`]: generated protobuf code.
+//! - [`config`]: settings shared by the command line and the server;
+//! - [`proto`]: generated protobuf code (the wire contract and the peer protocol).
+//!
+//! The fault-injection suite and its history checker are test machinery
+//! and live in their own package, `cluster/faults`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod faults;
 pub mod proto;
 pub mod raft;
 pub mod server;

@@ -2,6 +2,11 @@
 
 use tonic::{Code, Status};
 
+/// Message prefix of an UNAVAILABLE answer to a write that may have been
+/// applied (every other UNAVAILABLE means it was not). Clients and the
+/// fault suite's checker treat such a write as indeterminate.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
+
 /// A failed request, as the client will see it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -16,7 +21,7 @@ pub enum ApiError {
     TooLarge(String),
     /// No leader, no quorum, or the node is shutting down (UNAVAILABLE).
     /// The request was not applied, unless the message starts with
-    /// [`OUTCOME_UNKNOWN`](crate::server::node::OUTCOME_UNKNOWN).
+    /// [`OUTCOME_UNKNOWN`].
     #[error("{0}")]
     Unavailable(String),
     /// The deadline passed while the request was in flight (DEADLINE_EXCEEDED).

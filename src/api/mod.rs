@@ -1,9 +1,13 @@
 //! The client API: the `protob.EventStore` gRPC service, request
-//! validation, and the mapping of failures to gRPC status codes.
+//! validation, the request-deadline rule, and the mapping of failures to
+//! gRPC status codes. It reaches the node only through [`Handler`].
 
+pub mod deadline;
 pub mod error;
+pub mod handler;
 pub mod request;
 pub mod service;
 
-pub use error::ApiError;
+pub use error::{ApiError, OUTCOME_UNKNOWN};
+pub use handler::{Handler, Reply, Request};
 pub use request::Op;

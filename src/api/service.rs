@@ -1,5 +1,5 @@
 //! The public `protob.EventStore` gRPC service: translates wire requests to
-//! [`Node::handle`] calls and results back to wire responses and statuses.
+//! [`Handler::handle`] calls and results back to wire responses and statuses.
 //!
 //! The same type also serves the peer port's `Forward` service, through
 //! which followers relay client requests to the leader; relayed requests are
@@ -14,20 +14,28 @@ use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
     DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
 };
-use crate::server::deadline_of;
-use crate::server::node::{Node, Reply, Request as NodeRequest};
+use super::deadline::deadline_of;
+use super::handler::{Handler, Reply, Request as NodeRequest};
 
 /// Client requests served by one node: directly from clients, or relayed
 /// by a follower.
-#[derive(Clone)]
-pub struct EventStoreService {
-    node: Arc<Node>,
+pub struct EventStoreService<H> {
+    node: Arc<H>,
     relayed: bool,
 }
 
-impl EventStoreService {
+impl<H> Clone for EventStoreService<H> {
+    fn clone(&self) -> Self {
+        EventStoreService {
+            node: self.node.clone(),
+            relayed: self.relayed,
+        }
+    }
+}
+
+impl<H: Handler> EventStoreService<H> {
     /// Serves clients through `node`, relaying to the leader as needed.
-    pub fn new(node: Arc<Node>) -> Self {
+    pub fn new(node: Arc<H>) -> Self {
         EventStoreService {
             node,
             relayed: false,
@@ -35,7 +43,7 @@ impl EventStoreService {
     }
 
     /// Serves requests that followers relayed to this node.
-    pub fn relayed(node: Arc<Node>) -> Self {
+    pub fn relayed(node: Arc<H>) -> Self {
         EventStoreService {
             node,
             relayed: true,
@@ -47,7 +55,7 @@ impl EventStoreService {
         req: Request<T>,
         wrap: fn(T) -> NodeRequest,
     ) -> Result<Response<R>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout);
+        let deadline = deadline_of(&req, self.node.default_timeout());
         let reply = self
             .node
             .handle(wrap(req.into_inner()), deadline, self.relayed)
@@ -91,7 +99,7 @@ impl FromReply for DeleteResponse {
 }
 
 #[tonic::async_trait]
-impl EventStore for EventStoreService {
+impl<H: Handler> EventStore for EventStoreService<H> {
     async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
         self.serve(req, NodeRequest::Save).await
     }
@@ -109,7 +117,7 @@ impl EventStore for EventStoreService {
 }
 
 #[tonic::async_trait]
-impl Forward for EventStoreService {
+impl<H: Handler> Forward for EventStoreService<H> {
     async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
         self.serve(req, NodeRequest::Save).await
     }

@@ -14,7 +14,6 @@
 //! leader, which it does before proposing anything, so a retry can never
 //! apply a write twice.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
@@ -23,13 +22,12 @@ use openraft::LinearizerOption;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, OUTCOME_UNKNOWN};
+use crate::api::handler::{Handler, Reply, Request};
 use crate::api::request::Op;
 use crate::config::{DefaultTtls, ExpirySettings, Limits};
 use crate::proto::peer::forward_client::ForwardClient;
-use crate::proto::protob::{
-    DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
-};
+use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
 use crate::raft::network::{Channels, Observed};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 use crate::store::{Applied, Command, Keyspace};
@@ -38,36 +36,10 @@ use crate::store::{Applied, Command, Keyspace};
 /// is not the leader; the relaying node then retries with the new leader.
 pub const NOT_LEADER: &str = "not the leader";
 
-/// Message prefix of an UNAVAILABLE answer to a write that may have been
-/// applied (every other UNAVAILABLE means it was not).
-pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
-
 /// Message fragment used when the leader's address is not known yet (a new
 /// node that has not received the membership): nothing was sent, so the
 /// request is retried.
 const NO_ADDRESS: &str = "address not known";
-
-/// A client request in wire form, kept so it can be relayed unchanged.
-#[derive(Clone, Debug)]
-pub enum Request {
-    /// A Save.
-    Save(SaveRequest),
-    /// A Load.
-    Load(LoadRequest),
-    /// A Delete.
-    Delete(DeleteRequest),
-}
-
-/// The answer to a [`Request`].
-#[derive(Clone, Debug)]
-pub enum Reply {
-    /// Answer to a Save.
-    Save(SaveResponse),
-    /// Answer to a Load.
-    Load(LoadResponse),
-    /// Answer to a Delete.
-    Delete(DeleteResponse),
-}
 
 /// Everything a node needs to serve requests. Cheap to share behind an `Arc`.
 pub struct Node {
@@ -110,7 +82,7 @@ impl Node {
     /// Parses and serves `req`. `relayed` is true when another node relayed
     /// it here: then it is served only if this node is the leader.
     pub async fn handle(
-        self: &Arc<Self>,
+        &self,
         req: Request,
         deadline: Instant,
         relayed: bool,
@@ -426,6 +398,21 @@ impl Node {
             )),
             _ => ApiError::from_status(&s),
         })
+    }
+}
+
+impl Handler for Node {
+    async fn handle(
+        &self,
+        req: Request,
+        deadline: Instant,
+        relayed: bool,
+    ) -> Result<Reply, ApiError> {
+        Node::handle(self, req, deadline, relayed).await
+    }
+
+    fn default_timeout(&self) -> Duration {
+        self.default_timeout
     }
 }
 

@@ -1,5 +1,7 @@
-//! The fault-injection runner (`eventstore-faults`, driven by
-//! `cluster/faults.sh`): runs a concurrent client workload against the
+//! The fault-injection suite of EventStore's local cluster: test machinery
+//! that users never run, kept out of the `eventstore` product crate.
+//!
+//! The runner (`eventstore-faults`, driven by `cluster/faults.sh`): runs a concurrent client workload against the
 //! local compose cluster while injecting faults (kills, pauses, network
 //! partitions, a rolling restart), records every operation, checks the
 //! history ([`crate::check`]), and writes a table, a JSON report, the
@@ -9,8 +11,13 @@
 //! - [`workload`]: the clients and the recorder;
 //! - [`scenario`]: the fault scenarios;
 //! - [`monitor`]: status polls that show when leaders change;
-//! - [`report`]: numbers, table and plot.
+//! - [`report`]: numbers, table and plot;
+//! - [`check`]: the history checker (linearizability, expiry, durability).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod check;
 pub mod cluster;
 pub mod monitor;
 pub mod report;
@@ -597,7 +604,7 @@ async fn final_reads(
     rec: &Recorder,
     keys: &[String],
 ) -> Result<FinalReads> {
-    use crate::proto::protob::event_store_client::EventStoreClient;
+    use eventstore::proto::protob::event_store_client::EventStoreClient;
     let mut clients = Vec::new();
     for n in &cluster.nodes {
         clients.push(EventStoreClient::new(lazy_channel(&n.client_addr)?));

@@ -10,8 +10,8 @@ use tokio::process::Command;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::peer::admin_client::AdminClient;
-use crate::proto::peer::{StatusRequest, StatusResponse};
+use eventstore::proto::peer::admin_client::AdminClient;
+use eventstore::proto::peer::{StatusRequest, StatusResponse};
 
 /// One node of the compose cluster.
 #[derive(Clone, Debug)]

@@ -1,10 +1,10 @@
 //! The history checker on hand-made histories: known anomalies must be
 //! caught, correct (if messy) histories must pass.
 
-use eventstore::check::history::{
+use eventstore_faults::check::history::{
     check_expiry, check_final_state, check_reads_have_writes, Timing,
 };
-use eventstore::check::{check_all, check_key, Config, Kind, Op, Outcome, Verdict};
+use eventstore_faults::check::{check_all, check_key, Config, Kind, Op, Outcome, Verdict};
 
 const MS: u64 = 1_000_000;
 

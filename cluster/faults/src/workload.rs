@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::server::node::OUTCOME_UNKNOWN;
+use eventstore::api::OUTCOME_UNKNOWN;
 use anyhow::Result;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::cluster::{lazy_channel, Cluster};
 use crate::check::{Kind, Op, Outcome};
-use crate::proto::protob::event_store_client::EventStoreClient;
-use crate::proto::protob::{
+use eventstore::proto::protob::event_store_client::EventStoreClient;
+use eventstore::proto::protob::{
     DeleteRequest, LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType,
 };
 

@@ -1,7 +1,0 @@
-//! The `eventstore-faults` binary: fault injection with a linearizability
-//! check against the local compose cluster; see [`eventstore::faults`] and
-//! `cluster/faults.sh`.
-
-fn main() {
-    std::process::exit(eventstore::faults::main());
-}
