@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::deadline::deadline_of;
+use super::handler::{Handler, Reply, Request as NodeRequest};
 use crate::proto::peer::forward_server::Forward;
 use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
     DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
 };
-use super::deadline::deadline_of;
-use super::handler::{Handler, Reply, Request as NodeRequest};
 
 /// Client requests served by one node: directly from clients, or relayed
 /// by a follower.
