@@ -440,3 +440,63 @@ async fn default_ttls_are_read_from_the_environment() {
         "{result:?}"
     );
 }
+
+/// Every `grpc-timeout` a client can send, in the header grammar (at most
+/// eight digits and a unit) or outside it, gets a normal answer: no panic,
+/// no hang, no cancelled stream.
+#[tokio::test]
+async fn absurd_grpc_timeouts_are_clamped_not_fatal() {
+    let (_d, s) = server(&[]).await;
+    bounded(LIMIT, async {
+        let mut c = s.client().await;
+        c.save(save_req(global("deadline"), b"v", 60))
+            .await
+            .unwrap();
+        let headers = [
+            "9223372036854775807S",
+            "18446744073709551615H",
+            "99999999H",
+            "99999999M",
+            "99999999S",
+            "99999999m",
+            "99999999u",
+            "99999999n",
+            "1n",
+            "0S",
+            "",
+            "S",
+            "-5S",
+            "5",
+            "5x",
+            "1.5S",
+            "99999999999999999999999999999999S",
+        ];
+        for h in headers {
+            let mut req = tonic::Request::new(load_req(global("deadline")));
+            req.metadata_mut()
+                .insert("grpc-timeout", h.parse().unwrap());
+            let res = tokio::time::timeout(Duration::from_secs(10), c.load(req))
+                .await
+                .unwrap_or_else(|_| panic!("grpc-timeout {h:?}: no answer within 10 s"));
+            match res {
+                Ok(r) => assert_eq!(
+                    r.into_inner().value.to_vec(),
+                    b"v".to_vec(),
+                    "grpc-timeout {h:?}"
+                ),
+                // A timeout of a nanosecond (or zero) expires first, on the
+                // server or already in the client's own timer.
+                Err(st) => assert!(
+                    matches!(st.code(), Code::DeadlineExceeded | Code::Cancelled)
+                        && matches!(h, "1n" | "0S"),
+                    "grpc-timeout {h:?}: {st:?}"
+                ),
+            }
+        }
+        // The server is still up and serving.
+        let mut c = s.client().await;
+        assert!(c.load(load_req(global("deadline"))).await.is_ok());
+        assert!(s.is_running());
+    })
+    .await;
+}

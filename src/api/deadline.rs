@@ -5,28 +5,39 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The longest the server works on one request, whatever deadline the
+/// client asked for. Longer `grpc-timeout`s (the header allows up to
+/// 99,999,999 hours) are clamped to it; the client's own timer is unaffected.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The time by which the server must answer a request: its `grpc-timeout`
-/// (or `default`) from now, less a small margin (a tenth, at most 100 ms) so
-/// that a definite answer such as UNAVAILABLE reaches the client before the
-/// client's own timer fires.
+/// (or `default` when it has none or it is malformed), clamped to
+/// [`MAX_TIMEOUT`], from now, less a small margin (a tenth, at most 100 ms)
+/// so that a definite answer such as UNAVAILABLE reaches the client before
+/// the client's own timer fires.
 pub fn deadline_of<T>(req: &tonic::Request<T>, default: Duration) -> Instant {
     let timeout = req
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(default);
+        .unwrap_or(default)
+        .min(MAX_TIMEOUT);
     let margin = (timeout / 10).min(Duration::from_millis(100));
-    Instant::now() + timeout - margin
+    Instant::now() + (timeout - margin)
 }
 
-/// Parses a `grpc-timeout` header value (`<digits><unit>`).
+/// Parses a `grpc-timeout` header value (`<digits><unit>`). Any number of
+/// digits is read, saturating; anything else is not a timeout.
 fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 {
+    if v.len() < 2 || !v.is_ascii() {
         return None;
     }
-    let (n, unit) = v.split_at(v.len() - 1);
-    let n: u64 = n.parse().ok()?;
+    let (digits, unit) = v.split_at(v.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().unwrap_or(u64::MAX);
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
         "M" => Duration::from_secs(n.saturating_mul(60)),
@@ -50,5 +61,31 @@ mod tests {
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn deadlines_from_absurd_headers_do_not_overflow() {
+        let default = Duration::from_secs(5);
+        for h in [
+            "9223372036854775807S",
+            "18446744073709551615H",
+            "99999999H",
+            "99999999999999999999999999999999S",
+            "0S",
+            "1n",
+            "",
+            "-1S",
+        ] {
+            let mut req = tonic::Request::new(());
+            req.metadata_mut()
+                .insert("grpc-timeout", h.parse().unwrap());
+            let before = Instant::now();
+            let d = deadline_of(&req, default);
+            assert!(d >= before, "{h}: deadline in the past");
+            assert!(
+                d <= before + MAX_TIMEOUT + Duration::from_secs(1),
+                "{h}: not clamped"
+            );
+        }
     }
 }
