@@ -160,10 +160,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(META_PURGED)?;
-        let last_log_id = match self.last_entry()? {
-            Some(e) => Some(e.log_id()),
-            None => last_purged_log_id,
-        };
+        // Never below the purge point: entries a purge did not get to delete
+        // (a data directory written before purges were atomic) are behind it.
+        let last_log_id = self
+            .last_entry()?
+            .map(|e| e.log_id())
+            .max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -232,15 +234,111 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // Record the purge point first: entries at or before it are ignored
-        // from then on, so a crash between the two writes leaves no hole.
-        self.put_meta(META_PURGED, &log_id, true)?;
+        // The purge point and the deletion of the entries behind it are one
+        // synced write: a crash leaves either both or neither.
         let mut batch = WriteBatch::default();
+        batch.put_cf(
+            cf(&self.db, CF_LOG_META),
+            META_PURGED,
+            bincode_encode(&log_id)?,
+        );
         batch.delete_range_cf(
             cf(&self.db, CF_LOG),
             index_key(0),
-            index_key(log_id.index() + 1),
+            index_key(log_id.index().saturating_add(1)),
         );
-        self.db.write(batch).map_err(io::Error::other)
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::store::Command;
+
+    fn log_id(index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(1, 0, index)
+    }
+
+    fn store(dir: &std::path::Path) -> LogStore {
+        LogStore::new(crate::store::db::open(&dir.join("db")).expect("open db"))
+    }
+
+    /// A crash between recording a purge point and deleting the entries
+    /// behind it leaves the purge point ahead of the last entry (openraft
+    /// purges up to a snapshot it installed, which may be past the log).
+    /// The reported state must still be one openraft accepts.
+    #[tokio::test]
+    async fn purge_point_ahead_of_the_log_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store(dir.path());
+            let mut batch = WriteBatch::default();
+            for i in 1..=3 {
+                let e = Entry::new_normal(log_id(i), Command::Delete { key: vec![i as u8] });
+                batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
+            }
+            s.db.write_opt(batch, &synced()).unwrap();
+            // What the first of the two writes of a purge to index 10 leaves.
+            s.put_meta(META_PURGED, &log_id(10), true).unwrap();
+        }
+        let mut s = store(dir.path());
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(10)));
+        assert!(
+            state.last_log_id >= state.last_purged_log_id,
+            "last log id {:?} is below the purge point {:?}",
+            state.last_log_id,
+            state.last_purged_log_id
+        );
+        drop(s);
+
+        // And Raft starts on it and keeps running.
+        let db = crate::store::db::open(&dir.path().join("db")).unwrap();
+        let keyspace = crate::store::Keyspace::new(db.clone());
+        let sm = crate::store::StateMachine::open(keyspace.clone(), dir.path().join("snapshots"))
+            .unwrap();
+        let network =
+            crate::raft::network::Network::new(Default::default(), keyspace, Default::default());
+        let config = std::sync::Arc::new(openraft::Config::default().validate().unwrap());
+        let raft = crate::raft::types::Raft::new(0, config, network, LogStore::new(db), sm)
+            .await
+            .expect("Raft starts");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let m = openraft::async_runtime::WatchReceiver::borrow_watched(&raft.metrics()).clone();
+        assert!(
+            m.running_state.is_ok(),
+            "Raft stopped: {:?}",
+            m.running_state
+        );
+        assert!(m.last_log_index >= Some(10), "{m:?}");
+        raft.shutdown().await.unwrap();
+    }
+
+    /// A purge records its point and deletes the entries in one synced write.
+    #[tokio::test]
+    async fn purge_removes_entries_and_records_the_point_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path());
+        let mut batch = WriteBatch::default();
+        for i in 1..=5 {
+            let e = Entry::new_normal(log_id(i), Command::Delete { key: vec![i as u8] });
+            batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
+        }
+        s.db.write_opt(batch, &synced()).unwrap();
+        s.purge(log_id(3)).await.unwrap();
+        drop(s);
+        let mut s = store(dir.path());
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(3)));
+        assert_eq!(state.last_log_id, Some(log_id(5)));
+        let entries = s.try_get_log_entries(0..20).await.unwrap();
+        let indexes: Vec<u64> = entries.iter().map(|e| e.index()).collect();
+        assert_eq!(indexes, vec![4, 5]);
     }
 }
