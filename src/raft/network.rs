@@ -32,6 +32,18 @@ use crate::store::Keyspace;
 /// Size of each snapshot chunk sent to a follower.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// A snapshot transfer that makes no progress for this long (no chunk
+/// accepted by the receiver) is abandoned; openraft then retries it.
+pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After the last chunk, the receiver verifies the file and loads it into
+/// its database; it is given [`SNAPSHOT_STALL_TIMEOUT`] plus one second for
+/// every this many bytes to answer.
+const SNAPSHOT_LOAD_BYTES_PER_SEC: u64 = 4 << 20;
+
+/// How often a transfer in progress is logged.
+const SNAPSHOT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// A pool of gRPC channels to peers, keyed by address. Shared by the Raft
 /// network and by request forwarding.
 #[derive(Clone, Default)]
@@ -258,44 +270,123 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let target = self.target;
         let incarnation = self.expected_incarnation();
         let mut file = tokio::fs::File::from_std(snapshot.snapshot);
+        let total = tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::End(0))
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(0))
             .await
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        // Stream the file in chunks; a read error ends the stream early and
-        // the receiver rejects the incomplete snapshot.
-        let chunks =
-            futures::stream::unfold((file, Some(header)), move |(mut file, header)| async move {
-                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-                let n = match file.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading snapshot to send failed");
+        // Stream the file in chunks. A read error is reported, not taken for
+        // the end of the file: the stream then stalls, the call is dropped
+        // (resetting the stream), and the error is returned. The receiver
+        // also verifies the file's checksum before installing anything.
+        //
+        // There is no limit on the whole transfer, only on progress: the
+        // receiver must accept a chunk every SNAPSHOT_STALL_TIMEOUT, and
+        // answer within a time that grows with the size once all are sent.
+        let progress = Arc::new(Progress::default());
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<io::Error>();
+        let sent = progress.clone();
+        let chunks = futures::stream::unfold(
+            (file, Some(header), Some(failed_tx)),
+            move |(mut file, header, mut failed)| {
+                let sent = sent.clone();
+                async move {
+                    let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                    let n = match file.read(&mut buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            if let Some(tx) = failed.take() {
+                                let _ = tx.send(e);
+                            }
+                            return futures::future::pending().await;
+                        }
+                    };
+                    if n == 0 && header.is_none() {
+                        sent.finish();
                         return None;
                     }
-                };
-                if n == 0 && header.is_none() {
-                    return None;
+                    buf.truncate(n);
+                    sent.advance(n as u64);
+                    let chunk = SnapshotChunk {
+                        target,
+                        incarnation,
+                        header: header.unwrap_or_default(),
+                        data: buf,
+                    };
+                    Some((chunk, (file, None, failed)))
                 }
-                buf.truncate(n);
-                let chunk = SnapshotChunk {
-                    target,
-                    incarnation,
-                    header: header.unwrap_or_default(),
-                    data: buf,
-                };
-                Some((chunk, (file, None)))
-            });
-        let mut req = tonic::Request::new(chunks);
-        req.set_timeout(option.hard_ttl());
+            },
+        );
         let mut client = self.client()?;
-        let send = client.install_snapshot(req);
-        let resp = tokio::select! {
-            r = send => r.map_err(|s| match status_to_rpc_error(s) {
-                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-                other => StreamingError::Network(NetworkError::new(&other)),
-            })?,
-            closed = cancel => return Err(StreamingError::Closed(closed)),
+        let send = client.install_snapshot(tonic::Request::new(chunks));
+        tokio::pin!(send);
+        // Fused: once the stream is done its sender is dropped, and the
+        // receiver must then stay pending instead of being polled again.
+        let mut failed_rx = futures::FutureExt::fuse(failed_rx);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let started = tokio::time::Instant::now();
+        let mut last_log = started;
+        let cancel = cancel;
+        tokio::pin!(cancel);
+        tracing::info!(
+            to = target,
+            last_log_id = ?snapshot.meta.last_log_id,
+            mib = total as f64 / (1 << 20) as f64,
+            "sending snapshot"
+        );
+        let resp = loop {
+            tokio::select! {
+                r = &mut send => break r.map_err(|s| match status_to_rpc_error(s) {
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    other => StreamingError::Network(NetworkError::new(&other)),
+                })?,
+                Ok(e) = &mut failed_rx => {
+                    tracing::warn!(error = %e, "reading the snapshot to send failed");
+                    let e = io::Error::new(e.kind(), format!("reading the snapshot to send: {e}"));
+                    return Err(StreamingError::Network(NetworkError::new(&e)));
+                }
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                _ = tick.tick() => {
+                    let (bytes, finished, idle) = progress.state();
+                    let allowed = if finished {
+                        SNAPSHOT_STALL_TIMEOUT
+                            + Duration::from_secs(total / SNAPSHOT_LOAD_BYTES_PER_SEC)
+                    } else {
+                        SNAPSHOT_STALL_TIMEOUT
+                    };
+                    if idle > allowed {
+                        let e = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "snapshot transfer to node {target} stalled: no progress for \
+                                 {idle:?} after {bytes} of {total} bytes"
+                            ),
+                        );
+                        tracing::warn!(error = %e, "abandoning the snapshot transfer");
+                        return Err(StreamingError::Network(NetworkError::new(&e)));
+                    }
+                    if last_log.elapsed() >= SNAPSHOT_PROGRESS_EVERY {
+                        last_log = tokio::time::Instant::now();
+                        tracing::info!(
+                            to = target,
+                            sent_mib = bytes as f64 / (1 << 20) as f64,
+                            total_mib = total as f64 / (1 << 20) as f64,
+                            waiting_for_install = finished,
+                            elapsed_s = started.elapsed().as_secs(),
+                            "snapshot transfer in progress"
+                        );
+                    }
+                }
+            }
         };
+        let _ = option;
+        tracing::info!(
+            to = target,
+            mib = total as f64 / (1 << 20) as f64,
+            secs = started.elapsed().as_secs_f64(),
+            "snapshot sent and installed"
+        );
         self.decode_reply(resp).map_err(|e| match e {
             RPCError::Network(n) => StreamingError::Network(n),
             other => StreamingError::Network(NetworkError::new(&other)),
@@ -311,6 +402,42 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             c.transfer_leader(r).await
         })
         .await
+    }
+}
+
+/// How far a snapshot transfer has come, shared between the stream that
+/// produces the chunks and the task that watches for stalls.
+#[derive(Default)]
+struct Progress {
+    inner: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    bytes: u64,
+    finished: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn advance(&self, n: u64) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        p.bytes += n;
+        p.last = Some(std::time::Instant::now());
+    }
+
+    fn finish(&self) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        p.finished = true;
+        p.last = Some(std::time::Instant::now());
+    }
+
+    /// Bytes handed to the transport, whether all were, and how long since
+    /// the last progress (counted from the first check if none yet).
+    fn state(&self) -> (u64, bool, Duration) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *p.last.get_or_insert_with(std::time::Instant::now);
+        (p.bytes, p.finished, last.elapsed())
     }
 }
 

@@ -170,7 +170,29 @@ impl RaftPeer for PeerService {
         // The open handle keeps the data readable; the name is not needed,
         // and a transfer that failed half-way leaves nothing behind.
         let _ = tokio::fs::remove_file(&path).await;
-        let file = received?;
+        let mut file = received?;
+        // A damaged transfer is refused here, before openraft sees it: the
+        // state machine is never asked to install a file that is not whole.
+        let expected = meta.clone();
+        let (verified, file) = tokio::task::spawn_blocking(move || {
+            let v = crate::store::snapshot::verify(&mut file);
+            (v, file)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verifying snapshot: {e}")))?;
+        match verified {
+            Ok(v) if v.meta == expected => {}
+            Ok(v) => {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot refused: its header says {:?} but the file holds {:?}",
+                    expected.last_log_id, v.meta.last_log_id
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a damaged snapshot from the leader");
+                return Err(Status::data_loss(format!("snapshot refused: {e}")));
+            }
+        }
         let snapshot = openraft::alias::SnapshotOf::<TypeConfig, std::fs::File> {
             meta,
             snapshot: file,

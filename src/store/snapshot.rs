@@ -1,29 +1,49 @@
-//! The snapshot file: a point-in-time copy of the keyspace plus the Raft
-//! metadata it was taken at, in one file so that a rename makes it current
-//! atomically.
+//! The snapshot file and the directory that holds it: a point-in-time copy
+//! of the keyspace plus the Raft metadata it was taken at, in one file so
+//! that a rename makes it current atomically.
 //!
-//! Layout: the magic `ESSNAP01`; a 4-byte length and the bincode-encoded
+//! Layout: the magic `ESSNAP02`; a 4-byte length and the bincode-encoded
 //! [`SnapshotMeta`]; the 8-byte logical clock; then records, each a 4-byte
 //! key length, the key, a 4-byte value length and the stored value (deadline
-//! and bytes); and a final `u32::MAX` marker that proves the file is whole.
+//! and bytes); a `u32::MAX` end marker; the 8-byte record count; and last
+//! the SHA-256 of every byte before it.
+//!
+//! Integrity rests on that trailer: a file is [`verify`]d (structure, end
+//! marker, count, checksum, nothing after it) before it is adopted from a
+//! peer, before it is sent to one, and before it replaces the keyspace. A
+//! file that fails is never installed; a current snapshot that fails on the
+//! node that would send it is set aside and built again.
+//!
+//! Builds and installs are serialized by [`SnapshotDir`]: a build takes its
+//! view of the database only while no install is in progress (and refuses a
+//! view that shows one), and a build never replaces a newer current
+//! snapshot with an older one.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{IteratorMode, DB};
+use sha2::{Digest, Sha256};
 
 use super::db::{cf, CF_DATA, CF_SM_META};
 use super::keyspace::META_CLOCK;
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership};
 
-const MAGIC: &[u8; 8] = b"ESSNAP01";
+const MAGIC: &[u8; 8] = b"ESSNAP02";
 const END: u32 = u32::MAX;
 const CURRENT: &str = "current.snap";
+/// Where a current snapshot that failed verification is set aside.
+const CORRUPT: &str = "corrupt.snap";
+const CHECKSUM_LEN: usize = 32;
 
 /// State-machine metadata keys shared with the state machine.
 pub(crate) const META_APPLIED: &[u8] = b"last_applied";
 pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
+/// Marker written before a snapshot install starts and removed in the same
+/// write that finishes it: if present, the keyspace is half-installed.
+pub(crate) const META_INSTALLING: &[u8] = b"installing";
 
 pub(crate) fn bincode_encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(io::Error::other)
@@ -35,88 +55,294 @@ pub(crate) fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Re
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Writes a snapshot of `db` (data, clock, applied log id and membership,
-/// all from one consistent view) into `dir`, makes it current, and returns
-/// its metadata and an open handle to it.
-pub fn build(db: &DB, dir: &Path) -> io::Result<(SnapshotMeta, File)> {
-    let view = db.snapshot();
-    let meta_cf = cf(db, CF_SM_META);
-    let get = |k: &[u8]| view.get_cf(meta_cf, k).map_err(io::Error::other);
-    let last_log_id: Option<LogId> = get(META_APPLIED)?.map(|b| bincode_decode(&b)).transpose()?;
-    let last_membership: StoredMembership = get(META_MEMBERSHIP)?
-        .map(|b| bincode_decode(&b))
-        .transpose()?
-        .unwrap_or_default();
-    let clock = match get(META_CLOCK)? {
-        Some(b) => u64::from_be_bytes(
-            b.get(..8)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "clock"))?,
-        ),
-        None => 0,
-    };
-    let meta = SnapshotMeta {
-        last_log_id,
-        last_membership,
-    };
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
 
-    let tmp = dir.join(format!("build-{}.tmp", std::process::id()));
-    {
-        let mut w = BufWriter::new(File::create(&tmp)?);
-        write_header(&mut w, &meta, clock)?;
-        for item in view.iterator_cf(cf(db, CF_DATA), IteratorMode::Start) {
-            let (k, v) = item.map_err(io::Error::other)?;
-            write_record(&mut w, &k, &v)?;
+/// What [`verify`] found in a whole, intact snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The Raft metadata the snapshot was taken at.
+    pub meta: SnapshotMeta,
+    /// The logical clock the snapshot was taken at.
+    pub clock: u64,
+    /// How many records it holds.
+    pub records: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// The directory that holds a node's current snapshot, and the lock that
+/// serializes building, installing and replacing it.
+pub struct SnapshotDir {
+    dir: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl SnapshotDir {
+    /// Opens `dir` (creating it) and removes temporary files left by an
+    /// interrupted build or transfer.
+    pub fn open(dir: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        remove_leftovers(&dir)?;
+        Ok(SnapshotDir {
+            dir,
+            lock: Mutex::new(()),
+        })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it torn.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a snapshot of `db` (data, clock, applied log id and membership,
+    /// all from one consistent view) and makes it current, unless a newer
+    /// snapshot became current meanwhile: then that one is kept and
+    /// returned. Refuses a view of a half-installed keyspace.
+    pub fn build(&self, db: &DB) -> io::Result<(SnapshotMeta, File)> {
+        let view = {
+            let _installing = self.lock();
+            db.snapshot()
+        };
+        let get = |k: &[u8]| view.get_cf(cf(db, CF_SM_META), k).map_err(io::Error::other);
+        if get(META_INSTALLING)?.is_some() {
+            return Err(io::Error::other(
+                "refusing to build a snapshot of a half-installed keyspace",
+            ));
         }
-        w.write_all(&END.to_be_bytes())?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let last_log_id: Option<LogId> =
+            get(META_APPLIED)?.map(|b| bincode_decode(&b)).transpose()?;
+        let last_membership: StoredMembership = get(META_MEMBERSHIP)?
+            .map(|b| bincode_decode(&b))
+            .transpose()?
+            .unwrap_or_default();
+        let clock = match get(META_CLOCK)? {
+            Some(b) => u64::from_be_bytes(
+                b.get(..8)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| invalid("clock"))?,
+            ),
+            None => 0,
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+        };
+        let tmp = self.temp_path("build");
+        let written = (|| {
+            let mut w = SnapshotWriter::create(&tmp, &meta, clock)?;
+            for item in view.iterator_cf(cf(db, CF_DATA), IteratorMode::Start) {
+                let (k, v) = item.map_err(io::Error::other)?;
+                w.record(&k, &v)?;
+            }
+            w.finish()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.publish(&tmp, &meta)
     }
-    let current = dir.join(CURRENT);
-    fs::rename(&tmp, &current)?;
-    sync_dir(dir)?;
-    Ok((meta, File::open(current)?))
+
+    /// Makes the finished file at `tmp` current unless the current snapshot
+    /// is newer; returns whichever is current afterwards.
+    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> io::Result<(SnapshotMeta, File)> {
+        let _guard = self.lock();
+        let current = self.dir.join(CURRENT);
+        if let Some(existing) = read_meta(&current)? {
+            if existing.last_log_id > meta.last_log_id {
+                tracing::info!(
+                    built = ?meta.last_log_id,
+                    current = ?existing.last_log_id,
+                    "a newer snapshot became current while this one was built; keeping it"
+                );
+                fs::remove_file(tmp)?;
+                return Ok((existing, File::open(current)?));
+            }
+        }
+        fs::rename(tmp, &current)?;
+        sync_dir(&self.dir)?;
+        Ok((meta.clone(), File::open(current)?))
+    }
+
+    /// Installs `src`, a snapshot received from the leader that must carry
+    /// `expected` as its metadata: verifies it whole, makes a copy of it the
+    /// current snapshot, then calls `load` with the adopted file, all while
+    /// holding the lock so no build sees the keyspace half-loaded. Nothing
+    /// is replaced or loaded unless verification passes.
+    pub fn install<T>(
+        &self,
+        src: &mut File,
+        expected: &SnapshotMeta,
+        load: impl FnOnce(&mut File, &Verified) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let _guard = self.lock();
+        let found = verify(src)?;
+        if &found.meta != expected {
+            return Err(invalid(format!(
+                "snapshot metadata {:?} does not match the file's {:?}",
+                expected, found.meta
+            )));
+        }
+        src.seek(SeekFrom::Start(0))?;
+        let tmp = self.temp_path("adopt");
+        let copied = (|| {
+            let mut out = File::create(&tmp)?;
+            io::copy(src, &mut out)?;
+            out.sync_all()
+        })();
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let current = self.dir.join(CURRENT);
+        fs::rename(&tmp, &current)?;
+        sync_dir(&self.dir)?;
+        let mut file = File::open(current)?;
+        load(&mut file, &found)
+    }
+
+    /// The current snapshot, verified: its metadata and an open handle. A
+    /// current snapshot that fails verification is set aside (as
+    /// `corrupt.snap`) and a new one is built from `db`, so a damaged file
+    /// is never sent to a peer.
+    pub fn current(&self, db: &DB) -> io::Result<Option<(SnapshotMeta, File)>> {
+        let path = self.dir.join(CURRENT);
+        {
+            let _guard = self.lock();
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match verify(&mut file) {
+                Ok(v) => {
+                    file.seek(SeekFrom::Start(0))?;
+                    return Ok(Some((v.meta, file)));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        file = %path.display(),
+                        "the current snapshot failed verification; setting it aside as {CORRUPT} \
+                         and building a new one"
+                    );
+                    fs::rename(&path, self.dir.join(CORRUPT))?;
+                    sync_dir(&self.dir)?;
+                }
+            }
+        }
+        let (meta, file) = self.build(db)?;
+        if meta.last_log_id.is_none() {
+            // Nothing applied yet: there is nothing a snapshot could hold.
+            return Ok(None);
+        }
+        Ok(Some((meta, file)))
+    }
+
+    fn temp_path(&self, what: &str) -> PathBuf {
+        temp_path(&self.dir, what)
+    }
 }
 
-/// Makes a copy of `src` (a whole snapshot file) the current snapshot in
-/// `dir`, durably, and returns a handle to it.
-pub fn adopt(src: &mut File, dir: &Path) -> io::Result<File> {
-    src.seek(SeekFrom::Start(0))?;
-    let tmp = dir.join(format!("adopt-{}.tmp", std::process::id()));
-    {
-        let mut out = File::create(&tmp)?;
-        io::copy(src, &mut out)?;
-        out.sync_all()?;
-    }
-    let current = dir.join(CURRENT);
-    fs::rename(&tmp, &current)?;
-    sync_dir(dir)?;
-    File::open(current)
+/// A fresh path in `dir` for receiving a snapshot from the leader; like
+/// every temporary file there, it is removed at the next start.
+pub fn incoming_path(dir: &Path) -> PathBuf {
+    temp_path(dir, "incoming")
 }
 
-/// The current snapshot in `dir`, if any: its metadata and an open handle.
-pub fn current(dir: &Path) -> io::Result<Option<(SnapshotMeta, File)>> {
-    let path = dir.join(CURRENT);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let (meta, _) = read_header(&mut BufReader::new(&mut file))?;
+fn temp_path(dir: &Path, what: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    dir.join(format!("{what}-{}-{nanos}.tmp", std::process::id()))
+}
+
+/// Writes a snapshot file: header, records, then the trailer.
+pub struct SnapshotWriter {
+    w: HashingWriter<BufWriter<File>>,
+    records: u64,
+}
+
+impl SnapshotWriter {
+    /// Creates the file at `path` and writes the header.
+    pub fn create(path: &Path, meta: &SnapshotMeta, clock: u64) -> io::Result<Self> {
+        let mut w = HashingWriter {
+            inner: BufWriter::new(File::create(path)?),
+            hasher: Sha256::new(),
+        };
+        let m = bincode_encode(meta)?;
+        w.write_all(MAGIC)?;
+        w.write_all(&len32(m.len())?.to_be_bytes())?;
+        w.write_all(&m)?;
+        w.write_all(&clock.to_be_bytes())?;
+        Ok(SnapshotWriter { w, records: 0 })
+    }
+
+    /// Appends one record (encoded location, stored value).
+    pub fn record(&mut self, k: &[u8], v: &[u8]) -> io::Result<()> {
+        self.w.write_all(&len32(k.len())?.to_be_bytes())?;
+        self.w.write_all(k)?;
+        self.w.write_all(&len32(v.len())?.to_be_bytes())?;
+        self.w.write_all(v)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes the end marker, the count and the checksum, and syncs the file.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.w.write_all(&END.to_be_bytes())?;
+        self.w.write_all(&self.records.to_be_bytes())?;
+        let sum = self.w.hasher.finalize_reset();
+        let mut inner = self.w.inner;
+        inner.write_all(&sum)?;
+        inner.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+}
+
+/// Reads a whole snapshot file from its start and checks it: magic, header,
+/// every record's framing, the end marker, the record count, the checksum,
+/// and that nothing follows. Returns what the file holds.
+pub fn verify(file: &mut File) -> io::Result<Verified> {
+    let mut records = 0u64;
+    let (meta, clock) = read(file, |_, _| {
+        records += 1;
+        Ok(())
+    })?;
+    let bytes = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(0))?;
-    Ok(Some((meta, file)))
+    Ok(Verified {
+        meta,
+        clock,
+        records,
+        bytes,
+    })
 }
 
 /// Reads a snapshot from its start: metadata, clock, then calls `record`
-/// for every (key, stored value); fails unless the end marker is present.
+/// for every (key, stored value). Fails, after the last record, unless the
+/// trailer (end marker, count, checksum) is whole and correct; callers that
+/// must not act on a damaged file [`verify`] it first.
 pub fn read(
     file: &mut File,
     mut record: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
 ) -> io::Result<(SnapshotMeta, u64)> {
     file.seek(SeekFrom::Start(0))?;
-    let mut r = BufReader::new(file);
+    let mut r = HashingReader {
+        inner: BufReader::new(&mut *file),
+        hasher: Sha256::new(),
+    };
     let (meta, clock) = read_header(&mut r)?;
     let mut key = Vec::new();
     let mut val = Vec::new();
+    let mut count = 0u64;
     loop {
         let klen = read_u32(&mut r)?;
         if klen == END {
@@ -126,17 +352,39 @@ pub fn read(
         let vlen = read_u32(&mut r)?;
         read_exact_vec(&mut r, &mut val, vlen)?;
         record(&key, &val)?;
+        count += 1;
+    }
+    let mut n = [0u8; 8];
+    r.read_exact(&mut n).map_err(truncated)?;
+    if u64::from_be_bytes(n) != count {
+        return Err(invalid(format!(
+            "snapshot record count {} does not match the {count} records read",
+            u64::from_be_bytes(n)
+        )));
+    }
+    let computed = r.hasher.finalize_reset();
+    let mut stored = [0u8; CHECKSUM_LEN];
+    r.inner.read_exact(&mut stored).map_err(truncated)?;
+    if computed.as_slice() != stored {
+        return Err(invalid("snapshot checksum mismatch: the file is corrupt"));
+    }
+    let mut extra = [0u8; 1];
+    if r.inner.read(&mut extra)? != 0 {
+        return Err(invalid("unexpected bytes after the snapshot checksum"));
     }
     Ok((meta, clock))
 }
 
-/// A fresh path in `dir` for receiving a snapshot from the leader.
-pub fn incoming_path(dir: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    dir.join(format!("incoming-{nanos}.tmp"))
+/// The metadata in the header of the snapshot at `path`, if there is one
+/// (the file is not verified).
+fn read_meta(path: &Path) -> io::Result<Option<SnapshotMeta>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (meta, _) = read_header(&mut BufReader::new(file))?;
+    Ok(Some(meta))
 }
 
 /// Removes temporary files left by an interrupted build or transfer.
@@ -150,49 +398,39 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn write_header(w: &mut impl Write, meta: &SnapshotMeta, clock: u64) -> io::Result<()> {
-    let m = bincode_encode(meta)?;
-    w.write_all(MAGIC)?;
-    w.write_all(&len32(m.len())?.to_be_bytes())?;
-    w.write_all(&m)?;
-    w.write_all(&clock.to_be_bytes())
-}
-
 fn read_header(r: &mut impl Read) -> io::Result<(SnapshotMeta, u64)> {
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
+    r.read_exact(&mut magic).map_err(truncated)?;
     if &magic != MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not an EventStore snapshot file",
-        ));
+        return Err(invalid("not an EventStore snapshot file (version 2)"));
     }
     let mlen = read_u32(r)?;
     let mut m = Vec::new();
     read_exact_vec(r, &mut m, mlen)?;
     let meta = bincode_decode(&m)?;
     let mut clock = [0u8; 8];
-    r.read_exact(&mut clock)?;
+    r.read_exact(&mut clock).map_err(truncated)?;
     Ok((meta, u64::from_be_bytes(clock)))
-}
-
-fn write_record(w: &mut impl Write, k: &[u8], v: &[u8]) -> io::Result<()> {
-    w.write_all(&len32(k.len())?.to_be_bytes())?;
-    w.write_all(k)?;
-    w.write_all(&len32(v.len())?.to_be_bytes())?;
-    w.write_all(v)
 }
 
 fn len32(n: usize) -> io::Result<u32> {
     u32::try_from(n)
         .ok()
         .filter(|&n| n != END)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "record too large"))
+        .ok_or_else(|| invalid("record too large"))
+}
+
+fn truncated(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "truncated snapshot")
+    } else {
+        e
+    }
 }
 
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
+    r.read_exact(&mut b).map_err(truncated)?;
     Ok(u32::from_be_bytes(b))
 }
 
@@ -210,4 +448,36 @@ fn read_exact_vec(r: &mut impl Read, buf: &mut Vec<u8>, len: u32) -> io::Result<
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// A reader that hashes every byte it hands out.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A writer that hashes every byte it is given.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -16,19 +17,18 @@ use rocksdb::{WriteBatch, WriteOptions};
 use super::command::Applied;
 use super::db::{cf, CF_SM_META};
 use super::keyspace::{Keyspace, META_CLOCK};
-use super::snapshot::{self, bincode_decode, bincode_encode, META_APPLIED, META_MEMBERSHIP};
+use super::snapshot::{
+    self, bincode_decode, bincode_encode, SnapshotDir, META_APPLIED, META_INSTALLING,
+    META_MEMBERSHIP,
+};
 use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-
-/// Marker written before a snapshot install starts and removed in the same
-/// write that finishes it: if present at start-up, the install was cut short.
-const META_INSTALLING: &[u8] = b"installing";
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
 /// The replicated state machine of one node.
 pub struct StateMachine {
     keyspace: Keyspace,
-    snapshot_dir: PathBuf,
+    snapshots: Arc<SnapshotDir>,
     clock: u64,
 }
 
@@ -38,8 +38,7 @@ impl StateMachine {
     /// back to an empty state machine, which openraft then restores from the
     /// current snapshot and the log.
     pub fn open(keyspace: Keyspace, snapshot_dir: PathBuf) -> io::Result<Self> {
-        std::fs::create_dir_all(&snapshot_dir)?;
-        snapshot::remove_leftovers(&snapshot_dir)?;
+        let snapshots = Arc::new(SnapshotDir::open(snapshot_dir)?);
         let db = keyspace.db().clone();
         let meta = cf(&db, CF_SM_META);
         if db
@@ -60,7 +59,7 @@ impl StateMachine {
         let clock = keyspace.clock()?;
         Ok(StateMachine {
             keyspace,
-            snapshot_dir,
+            snapshots,
             clock,
         })
     }
@@ -88,7 +87,7 @@ fn synced() -> WriteOptions {
 /// Builds snapshots from a consistent view of the database.
 pub struct SnapshotBuilder {
     keyspace: Keyspace,
-    snapshot_dir: PathBuf,
+    snapshots: Arc<SnapshotDir>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -96,12 +95,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let db = self.keyspace.db().clone();
-        let dir = self.snapshot_dir.clone();
+        let snapshots = self.snapshots.clone();
         let (meta, file) = tokio::task::spawn_blocking(move || {
             // Everything the snapshot covers must be durable before openraft
             // purges the log behind it.
             db.flush_wal(true).map_err(io::Error::other)?;
-            snapshot::build(&db, &dir)
+            snapshots.build(&db)
         })
         .await
         .map_err(io::Error::other)??;
@@ -161,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             keyspace: self.keyspace.clone(),
-            snapshot_dir: self.snapshot_dir.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -171,49 +170,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         mut snapshot: File,
     ) -> Result<(), io::Error> {
         let ks = self.keyspace.clone();
-        let dir = self.snapshot_dir.clone();
+        let snapshots = self.snapshots.clone();
         let expected = meta.clone();
         let clock = tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            // Keep the snapshot first, so that a crash mid-install can be
-            // recovered from it.
-            let mut file = snapshot::adopt(&mut snapshot, &dir)?;
-            let db = ks.db().clone();
-            let meta_cf = cf(&db, CF_SM_META);
-            db.put_cf_opt(meta_cf, META_INSTALLING, [], &synced())
-                .map_err(io::Error::other)?;
-            let mut batch = WriteBatch::default();
-            ks.clear(&mut batch)?;
-            db.write(batch).map_err(io::Error::other)?;
-
-            let mut batch = WriteBatch::default();
-            let (found, clock) = snapshot::read(&mut file, |k, v| {
-                ks.put_raw(&mut batch, k, v)?;
-                if batch.len() >= 4096 {
-                    db.write(std::mem::take(&mut batch))
-                        .map_err(io::Error::other)?;
-                }
-                Ok(())
-            })?;
-            if found != expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "snapshot metadata does not match the file",
-                ));
-            }
-            if let Some(applied) = &expected.last_log_id {
-                batch.put_cf(meta_cf, META_APPLIED, bincode_encode(applied)?);
-            } else {
-                batch.delete_cf(meta_cf, META_APPLIED);
-            }
-            batch.put_cf(
-                meta_cf,
-                META_MEMBERSHIP,
-                bincode_encode(&expected.last_membership)?,
-            );
-            batch.put_cf(meta_cf, META_CLOCK, clock.to_be_bytes());
-            batch.delete_cf(meta_cf, META_INSTALLING);
-            db.write_opt(batch, &synced()).map_err(io::Error::other)?;
-            Ok(clock)
+            // Verified whole before anything changes; the adopted copy is
+            // kept first, so that a crash mid-load can be recovered from it.
+            snapshots.install(&mut snapshot, &expected, |file, verified| {
+                tracing::info!(
+                    last_log_id = ?expected.last_log_id,
+                    records = verified.records,
+                    bytes = verified.bytes,
+                    "snapshot verified; loading it"
+                );
+                load(&ks, file, &expected)
+            })
         })
         .await
         .map_err(io::Error::other)??;
@@ -223,8 +193,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let dir = self.snapshot_dir.clone();
-        let current = tokio::task::spawn_blocking(move || snapshot::current(&dir))
+        let snapshots = self.snapshots.clone();
+        let db = self.keyspace.db().clone();
+        let current = tokio::task::spawn_blocking(move || snapshots.current(&db))
             .await
             .map_err(io::Error::other)??;
         Ok(current.map(|(meta, file)| Snapshot {
@@ -232,6 +203,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: file,
         }))
     }
+}
+
+/// Replaces the keyspace with the records of a verified snapshot file and
+/// records its metadata; returns its clock. A marker brackets the load, so a
+/// crash in the middle is recognised at the next start.
+fn load(ks: &Keyspace, file: &mut File, expected: &SnapshotMeta) -> io::Result<u64> {
+    let db = ks.db().clone();
+    let meta_cf = cf(&db, CF_SM_META);
+    db.put_cf_opt(meta_cf, META_INSTALLING, [], &synced())
+        .map_err(io::Error::other)?;
+    let mut batch = WriteBatch::default();
+    ks.clear(&mut batch)?;
+    db.write(batch).map_err(io::Error::other)?;
+
+    let mut batch = WriteBatch::default();
+    let (found, clock) = snapshot::read(file, |k, v| {
+        ks.put_raw(&mut batch, k, v)?;
+        if batch.len() >= 4096 {
+            db.write(std::mem::take(&mut batch))
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    })?;
+    if &found != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot metadata does not match the file",
+        ));
+    }
+    if let Some(applied) = &expected.last_log_id {
+        batch.put_cf(meta_cf, META_APPLIED, bincode_encode(applied)?);
+    } else {
+        batch.delete_cf(meta_cf, META_APPLIED);
+    }
+    batch.put_cf(
+        meta_cf,
+        META_MEMBERSHIP,
+        bincode_encode(&expected.last_membership)?,
+    );
+    batch.put_cf(meta_cf, META_CLOCK, clock.to_be_bytes());
+    batch.delete_cf(meta_cf, META_INSTALLING);
+    db.write_opt(batch, &synced()).map_err(io::Error::other)?;
+    Ok(clock)
 }
 
 /// The index of the last entry applied to `keyspace`, read from storage.
