@@ -115,3 +115,90 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("opening the database"), "{err}");
 }
+
+/// A size-limited filesystem mounted for the length of a test, unmounted
+/// (after the node on it is stopped) when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `mib` MiB, or None where mounting is not permitted
+    /// (not root, or no CAP_SYS_ADMIN).
+    fn mount(mib: u32) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs { dir })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// When storage fails for good (here: the disk fills up), openraft stops
+/// its core; the process must then exit non-zero with a clear message, not
+/// linger with open ports that a TCP liveness probe takes for healthy.
+#[tokio::test]
+async fn a_node_whose_storage_fails_exits_non_zero() {
+    let Some(fs) = SmallFs::mount(96) else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+        return;
+    };
+    // The data directory is on the small filesystem; the log is not.
+    let outer = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(fs.dir.path(), outer.path().join("node-0")).unwrap();
+    let mut s = Server::single(outer.path(), &[]);
+    s.wait_ready(Duration::from_secs(30)).await;
+    let acked = bounded(LIMIT, async {
+        let mut c = s.client().await;
+        let value = vec![7u8; 512 * 1024];
+        let mut acked = 0u32;
+        for i in 0..2000u32 {
+            match c
+                .save(save_req(global(&format!("k{i}")), &value, 600))
+                .await
+            {
+                Ok(_) => acked += 1,
+                Err(st) => {
+                    assert!(
+                        matches!(
+                            st.code(),
+                            Code::Unavailable | Code::Internal | Code::Unknown | Code::Cancelled
+                        ),
+                        "unexpected answer to a write on a full disk: {st:?}"
+                    );
+                    break;
+                }
+            }
+        }
+        acked
+    })
+    .await;
+    assert!(acked > 0, "no write succeeded before the disk filled");
+    assert!(acked < 2000, "the disk never filled");
+    let code = s
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", s.log_tail()));
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit code {code:?}; log:\n{}",
+        s.log_tail()
+    );
+    let log = s.log_tail();
+    assert!(
+        log.contains("the Raft core stopped after a fatal error"),
+        "no clear message in the log:\n{log}"
+    );
+    drop(s);
+    drop(fs);
+}

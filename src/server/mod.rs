@@ -23,7 +23,6 @@ use anyhow::{bail, Context};
 use openraft::async_runtime::WatchReceiver;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
@@ -76,7 +75,10 @@ fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
         election_timeout_max: s.election_timeout_max.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(s.snapshot_every),
         max_in_snapshot_log_to_keep: s.keep_behind_snapshot,
-        install_snapshot_timeout: 30_000,
+        // The transfer itself is bounded by progress, not by total time
+        // (see `raft::network::SNAPSHOT_STALL_TIMEOUT`), so large snapshots
+        // complete; openraft only passes this value to the network.
+        install_snapshot_timeout: 3_600_000,
         // A node back from a partition first asks whether it could win, so
         // it does not force an election on a healthy leader.
         enable_pre_vote: Some(true),
@@ -207,9 +209,24 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let registrar = tokio::spawn(registrar::run_registrar(node.clone(), stop_rx.clone()));
     let health_task = tokio::spawn(report_health(raft.clone(), health, stop_rx.clone()));
 
-    shutdown.await;
-    tracing::info!("shutting down");
-    hand_over_leadership(&node).await;
+    // A node whose Raft core stopped (a fatal storage error) cannot serve
+    // or vote any more: it exits with an error, so that its supervisor
+    // (Kubernetes, systemd, compose) restarts it, instead of lingering with
+    // open ports that look alive.
+    let fatal = tokio::select! {
+        _ = shutdown => None,
+        e = raft_stopped(raft.clone()) => Some(e),
+    };
+    match &fatal {
+        None => {
+            tracing::info!("shutting down");
+            hand_over_leadership(&node).await;
+        }
+        Some(e) => tracing::error!(
+            error = %e,
+            "the Raft core stopped after a fatal error; exiting so that the node is restarted"
+        ),
+    }
     let _ = stop_tx.send(true);
     // In-flight requests finish; connections that stay open longer than
     // the drain time (idle clients that ignore GOAWAY) are cut.
@@ -237,8 +254,24 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     if let Err(e) = db.flush_wal(true) {
         tracing::warn!(error = %e, "flushing the database failed");
     }
+    if let Some(e) = fatal {
+        bail!("the Raft core stopped after a fatal error: {e}");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves with the reason once openraft's core stops on its own.
+async fn raft_stopped(raft: Raft) -> String {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(e) = &rx.borrow_watched().running_state {
+            return e.to_string();
+        }
+        if rx.changed().await.is_err() {
+            return "the Raft core exited".into();
+        }
+    }
 }
 
 /// First start with an empty data directory: the lowest id in `--peers`

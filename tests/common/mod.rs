@@ -130,6 +130,23 @@ impl Server {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; returns its
+    /// exit code (None for a signal), or Err if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>, String> {
+        let start = Instant::now();
+        let c = self.child.as_mut().ok_or("node not started")?;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("node {} still running after {timeout:?}", self.id));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
