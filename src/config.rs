@@ -65,6 +65,12 @@ pub struct RaftSettings {
     /// Entries kept in the log behind a snapshot (so slow followers can
     /// catch up without a snapshot).
     pub keep_behind_snapshot: u64,
+    /// A snapshot transfer that makes no progress for this long is
+    /// abandoned (and retried); a transfer as a whole has no time limit.
+    pub snapshot_stall_timeout: Duration,
+    /// Upper bound on the rate at which a leader sends a snapshot, in bytes
+    /// per second (None: as fast as the network takes it).
+    pub snapshot_send_rate: Option<u64>,
 }
 
 impl Default for RaftSettings {
@@ -75,6 +81,8 @@ impl Default for RaftSettings {
             election_timeout_max: Duration::from_millis(2000),
             snapshot_every: 10_000,
             keep_behind_snapshot: 1_000,
+            snapshot_stall_timeout: Duration::from_secs(30),
+            snapshot_send_rate: None,
         }
     }
 }

@@ -512,6 +512,105 @@ async fn a_leader_with_a_corrupt_snapshot_file_still_brings_a_follower_up_to_the
     .await;
 }
 
+/// A snapshot that takes longer to send than any fixed limit (here about
+/// 40 MiB at 1 MiB/s) completes, with progress in the leader's log; a
+/// transfer that stalls (the follower is paused) is abandoned and retried.
+#[tokio::test]
+async fn a_long_snapshot_transfer_completes_and_a_stalled_one_is_abandoned() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--snapshot-every",
+            "20",
+            "--keep-behind-snapshot",
+            "2",
+            "--snapshot-send-rate-mib",
+            "1",
+            "--snapshot-stall-timeout-ms",
+            "3000",
+        ],
+    )
+    .await;
+    bounded(Duration::from_secs(240), async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let lagging = c
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|id| *id != leader)
+            .unwrap();
+        c.node_mut(lagging).kill9();
+        let mut client = c.node(leader).client().await;
+        let value = |i: u32| {
+            let mut v = format!("large-{i:04}-").into_bytes();
+            v.resize(1000 * 1024, i as u8);
+            v
+        };
+        let mut written = 0u32;
+        while written < 40
+            || c.node(leader)
+                .status()
+                .await
+                .unwrap()
+                .purged_index
+                .unwrap_or(0)
+                < 30
+        {
+            client
+                .save(save_req(
+                    global(&format!("big{written}")),
+                    &value(written),
+                    600,
+                ))
+                .await
+                .unwrap();
+            written += 1;
+            assert!(written < 200, "the leader never purged its log");
+        }
+        c.node_mut(lagging).start();
+        // Once the transfer is under way, pause the follower: the leader
+        // must notice that the transfer stopped moving and abandon it.
+        let start = Instant::now();
+        while !c.node(leader).log_tail().contains("sending snapshot") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no snapshot was sent"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        c.node(lagging).signal(Signal::SIGSTOP);
+        let start = Instant::now();
+        let marker = format!("snapshot transfer to node {lagging}");
+        loop {
+            let log = std::fs::read_to_string(&c.node(leader).log).unwrap();
+            if log.contains(&marker) && (log.contains("stalled") || log.contains("failed after")) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "a stalled transfer was not abandoned:\n{}",
+                c.node(leader).log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.node(lagging).signal(Signal::SIGCONT);
+        c.node(lagging).wait_ready(Duration::from_secs(150)).await;
+        let states = converged(&c, Duration::from_secs(60)).await;
+        let digests: Vec<&String> = states.values().map(|(_, d)| d).collect();
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "{states:?}");
+        let log = std::fs::read_to_string(&c.node(leader).log).unwrap();
+        assert!(
+            log.contains("snapshot transfer in progress"),
+            "no progress was logged during the transfer"
+        );
+        assert!(log.contains("snapshot sent and installed"));
+        let took = c.node(lagging).log_tail();
+        assert!(took.contains("snapshot installed"), "{took}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn replicas_hold_identical_state_at_the_same_applied_index() {
     let c = Cluster::start(3, &["--purge-interval-ms", "100"]).await;

@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// Log entries kept behind the latest snapshot.
     #[arg(long, env = "EVENTSTORE_KEEP_BEHIND_SNAPSHOT", default_value_t = RaftSettings::default().keep_behind_snapshot)]
     pub keep_behind_snapshot: u64,
+    /// Abandon (and retry) a snapshot transfer that makes no progress for
+    /// this many milliseconds; a transfer as a whole has no time limit.
+    #[arg(long, env = "EVENTSTORE_SNAPSHOT_STALL_TIMEOUT_MS", default_value_t = RaftSettings::default().snapshot_stall_timeout.as_millis() as u64)]
+    pub snapshot_stall_timeout_ms: u64,
+    /// Send snapshots to followers at most this many MiB per second (0: no limit).
+    #[arg(long, env = "EVENTSTORE_SNAPSHOT_SEND_RATE_MIB", default_value_t = 0)]
+    pub snapshot_send_rate_mib: u64,
     /// How often the leader purges expired values, in milliseconds.
     #[arg(long, env = "EVENTSTORE_PURGE_INTERVAL_MS", default_value_t = ExpirySettings::default().purge_interval.as_millis() as u64)]
     pub purge_interval_ms: u64,
@@ -177,6 +184,11 @@ impl ServeArgs {
                 election_timeout_max: Duration::from_millis(self.election_timeout_max_ms),
                 snapshot_every: self.snapshot_every.max(1),
                 keep_behind_snapshot: self.keep_behind_snapshot,
+                snapshot_stall_timeout: Duration::from_millis(
+                    self.snapshot_stall_timeout_ms.max(1000),
+                ),
+                snapshot_send_rate: (self.snapshot_send_rate_mib > 0)
+                    .then(|| self.snapshot_send_rate_mib.saturating_mul(1 << 20)),
             },
             expiry: ExpirySettings {
                 purge_interval: Duration::from_millis(self.purge_interval_ms.max(10)),

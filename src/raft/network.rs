@@ -32,13 +32,29 @@ use crate::store::Keyspace;
 /// Size of each snapshot chunk sent to a follower.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// A snapshot transfer that makes no progress for this long (no chunk
-/// accepted by the receiver) is abandoned; openraft then retries it.
-pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How snapshots are sent: a transfer that makes no progress (no chunk
+/// accepted by the receiver) for `stall_timeout` is abandoned, and
+/// openraft retries it; `rate` caps the bytes sent per second.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotTransfer {
+    /// How long a transfer may go without progress.
+    pub stall_timeout: Duration,
+    /// The most bytes per second to send, if limited.
+    pub rate: Option<u64>,
+}
+
+impl Default for SnapshotTransfer {
+    fn default() -> Self {
+        SnapshotTransfer {
+            stall_timeout: Duration::from_secs(30),
+            rate: None,
+        }
+    }
+}
 
 /// After the last chunk, the receiver verifies the file and loads it into
-/// its database; it is given [`SNAPSHOT_STALL_TIMEOUT`] plus one second for
-/// every this many bytes to answer.
+/// its database; it is given the stall timeout plus one second for every
+/// this many bytes to answer.
 const SNAPSHOT_LOAD_BYTES_PER_SEC: u64 = 4 << 20;
 
 /// How often a transfer in progress is logged.
@@ -109,6 +125,7 @@ pub struct Network {
     channels: Channels,
     keyspace: Keyspace,
     observed: Observed,
+    transfer: SnapshotTransfer,
 }
 
 impl Network {
@@ -120,7 +137,14 @@ impl Network {
             channels,
             keyspace,
             observed,
+            transfer: SnapshotTransfer::default(),
         }
+    }
+
+    /// Sends snapshots as `transfer` says.
+    pub fn with_snapshot_transfer(mut self, transfer: SnapshotTransfer) -> Self {
+        self.transfer = transfer;
+        self
     }
 }
 
@@ -134,6 +158,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channels: self.channels.clone(),
             keyspace: self.keyspace.clone(),
             observed: self.observed.clone(),
+            transfer: self.transfer,
         }
     }
 }
@@ -145,6 +170,7 @@ pub struct PeerClient {
     channels: Channels,
     keyspace: Keyspace,
     observed: Observed,
+    transfer: SnapshotTransfer,
 }
 
 impl PeerClient {
@@ -282,11 +308,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         // also verifies the file's checksum before installing anything.
         //
         // There is no limit on the whole transfer, only on progress: the
-        // receiver must accept a chunk every SNAPSHOT_STALL_TIMEOUT, and
-        // answer within a time that grows with the size once all are sent.
+        // receiver must accept a chunk within the stall timeout, and answer
+        // within a time that grows with the size once all are sent.
         let progress = Arc::new(Progress::default());
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<io::Error>();
         let sent = progress.clone();
+        let rate = self.transfer.rate;
+        // With a rate limit, chunks leave at most every CHUNK/rate: never
+        // take that pacing for a stall.
+        let pacing = rate
+            .filter(|r| *r > 0)
+            .map(|r| Duration::from_secs_f64(SNAPSHOT_CHUNK_BYTES as f64 / r as f64))
+            .unwrap_or_default();
+        let stall_timeout = self.transfer.stall_timeout.max(pacing * 3);
+        let began = tokio::time::Instant::now();
         let chunks = futures::stream::unfold(
             (file, Some(header), Some(failed_tx)),
             move |(mut file, header, mut failed)| {
@@ -307,6 +342,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         return None;
                     }
                     buf.truncate(n);
+                    if let Some(rate) = rate.filter(|r| *r > 0) {
+                        // Not ahead of the allowed rate: the bytes sent so
+                        // far may not leave before their share of time.
+                        let due = Duration::from_secs_f64(sent.bytes() as f64 / rate as f64);
+                        tokio::time::sleep_until(began + due).await;
+                    }
                     sent.advance(n as u64);
                     let chunk = SnapshotChunk {
                         target,
@@ -337,9 +378,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         );
         let resp = loop {
             tokio::select! {
-                r = &mut send => break r.map_err(|s| match status_to_rpc_error(s) {
-                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-                    other => StreamingError::Network(NetworkError::new(&other)),
+                r = &mut send => break r.map_err(|s| {
+                    tracing::warn!(
+                        error = %s,
+                        "snapshot transfer to node {target} failed after {} bytes",
+                        progress.state().0
+                    );
+                    match status_to_rpc_error(s) {
+                        RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                        other => StreamingError::Network(NetworkError::new(&other)),
+                    }
                 })?,
                 Ok(e) = &mut failed_rx => {
                     tracing::warn!(error = %e, "reading the snapshot to send failed");
@@ -350,10 +398,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 _ = tick.tick() => {
                     let (bytes, finished, idle) = progress.state();
                     let allowed = if finished {
-                        SNAPSHOT_STALL_TIMEOUT
-                            + Duration::from_secs(total / SNAPSHOT_LOAD_BYTES_PER_SEC)
+                        stall_timeout + Duration::from_secs(total / SNAPSHOT_LOAD_BYTES_PER_SEC)
                     } else {
-                        SNAPSHOT_STALL_TIMEOUT
+                        stall_timeout
                     };
                     if idle > allowed {
                         let e = io::Error::new(
@@ -424,6 +471,10 @@ impl Progress {
         let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         p.bytes += n;
         p.last = Some(std::time::Instant::now());
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes
     }
 
     fn finish(&self) {

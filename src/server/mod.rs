@@ -34,7 +34,7 @@ use crate::proto::peer::forward_server::ForwardServer;
 use crate::proto::peer::raft_peer_server::RaftPeerServer;
 use crate::proto::protob::event_store_server::EventStoreServer;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Channels, Network, Observed};
+use crate::raft::network::{Channels, Network, Observed, SnapshotTransfer};
 use crate::raft::types::{Node as RaftNode, NodeId, Raft};
 use crate::store::{Keyspace, StateMachine};
 use node::Node;
@@ -76,7 +76,7 @@ fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(s.snapshot_every),
         max_in_snapshot_log_to_keep: s.keep_behind_snapshot,
         // The transfer itself is bounded by progress, not by total time
-        // (see `raft::network::SNAPSHOT_STALL_TIMEOUT`), so large snapshots
+        // (see `raft::network::SnapshotTransfer`), so large snapshots
         // complete; openraft only passes this value to the network.
         install_snapshot_timeout: 3_600_000,
         // A node back from a partition first asks whether it could win, so
@@ -125,7 +125,12 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config(&cfg.raft)?),
-        Network::new(channels.clone(), keyspace.clone(), observed.clone()),
+        Network::new(channels.clone(), keyspace.clone(), observed.clone()).with_snapshot_transfer(
+            SnapshotTransfer {
+                stall_timeout: cfg.raft.snapshot_stall_timeout,
+                rate: cfg.raft.snapshot_send_rate,
+            },
+        ),
         log_store,
         state_machine,
     )

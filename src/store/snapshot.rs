@@ -481,3 +481,110 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::db;
+
+    fn log_id(index: u64) -> LogId {
+        openraft::testing::log_id::<crate::raft::types::TypeConfig>(1, 0, index)
+    }
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(log_id(index)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    /// A view of a keyspace that an install is loading (the marker is set)
+    /// must never become a snapshot: its label would not match its data.
+    #[test]
+    fn a_build_refuses_a_half_installed_keyspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = db::open(&dir.path().join("db")).unwrap();
+        let snaps = SnapshotDir::open(dir.path().join("snapshots")).unwrap();
+        database
+            .put_cf(
+                cf(&database, CF_SM_META),
+                META_APPLIED,
+                bincode_encode(&log_id(7)).unwrap(),
+            )
+            .unwrap();
+        database
+            .put_cf(cf(&database, CF_SM_META), META_INSTALLING, [])
+            .unwrap();
+        database
+            .put_cf(cf(&database, CF_DATA), b"half", b"loaded")
+            .unwrap();
+        let err = snaps.build(&database).unwrap_err();
+        assert!(err.to_string().contains("half-installed"), "{err}");
+        assert!(read_meta(&snaps.path().join(CURRENT)).unwrap().is_none());
+
+        // Once the install finishes (marker removed), the build goes ahead.
+        database
+            .delete_cf(cf(&database, CF_SM_META), META_INSTALLING)
+            .unwrap();
+        let (m, _) = snaps.build(&database).unwrap();
+        assert_eq!(m.last_log_id, Some(log_id(7)));
+    }
+
+    /// A build that finishes after a newer snapshot became current keeps
+    /// the newer one, whichever order the files were written in.
+    #[test]
+    fn publishing_an_older_build_keeps_the_newer_current_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path().to_path_buf()).unwrap();
+        let write = |m: &SnapshotMeta, what: &str| {
+            let tmp = snaps.temp_path(what);
+            let mut w = SnapshotWriter::create(&tmp, m, 1).unwrap();
+            w.record(b"k", b"v").unwrap();
+            w.finish().unwrap();
+            tmp
+        };
+        let older = write(&meta(10), "build");
+        let newer = write(&meta(20), "adopt");
+        let (m, mut f) = snaps.publish(&newer, &meta(20)).unwrap();
+        assert_eq!(m, meta(20));
+        assert_eq!(verify(&mut f).unwrap().meta, meta(20));
+        let (m, mut f) = snaps.publish(&older, &meta(10)).unwrap();
+        assert_eq!(m, meta(20), "the older build replaced the newer snapshot");
+        assert_eq!(verify(&mut f).unwrap().meta, meta(20));
+        assert!(!older.exists(), "the discarded build was left behind");
+    }
+
+    #[test]
+    fn verify_rejects_every_truncation_and_trailing_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snap");
+        let mut w = SnapshotWriter::create(&path, &meta(3), 42).unwrap();
+        for i in 0..5u8 {
+            w.record(&[b'k', i], &[i; 9]).unwrap();
+        }
+        w.finish().unwrap();
+        let whole = fs::read(&path).unwrap();
+        let v = verify(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!((v.meta, v.clock, v.records), (meta(3), 42, 5));
+        for len in 0..whole.len() {
+            fs::write(&path, &whole[..len]).unwrap();
+            assert!(
+                verify(&mut File::open(&path).unwrap()).is_err(),
+                "cut at {len}"
+            );
+        }
+        let mut longer = whole.clone();
+        longer.push(0);
+        fs::write(&path, &longer).unwrap();
+        assert!(verify(&mut File::open(&path).unwrap()).is_err());
+        for at in [0, 20, whole.len() / 2, whole.len() - 1] {
+            let mut flipped = whole.clone();
+            flipped[at] ^= 0x10;
+            fs::write(&path, &flipped).unwrap();
+            assert!(
+                verify(&mut File::open(&path).unwrap()).is_err(),
+                "flip at {at}"
+            );
+        }
+    }
+}
