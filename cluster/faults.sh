@@ -11,8 +11,8 @@
 # Usage: cluster/faults.sh [eventstore-faults flags...]
 #   e.g. cluster/faults.sh --rounds 1 --scenarios kill-leader,partition-leader
 #        target/release/eventstore-faults --help   lists the flags
-# Output (target/faults/): report.json, history.jsonl, timeline.svg (and
-# timeline.png when rsvg-convert is installed), teardown.log.
+# Output (target/faults/): report.json, history.jsonl, timeline.svg and
+# timeline.png (both drawn by the runner), summary.txt, teardown.log.
 # Exit status: 0 when every scenario passed, non-zero otherwise. The last
 # line printed is "faults: N passed, M failed".
 # Environment:
@@ -84,9 +84,6 @@ rc=0
 timeout --foreground --signal=INT --kill-after=30 "${TIME_LIMIT}" \
     "${RUNNER}" --project "${ES_PROJECT}" --out "${OUT}" "$@" || rc=$?
 
-if [[ -f "${OUT}/timeline.svg" ]] && command -v rsvg-convert >/dev/null 2>&1; then
-    rsvg-convert --output "${OUT}/timeline.png" "${OUT}/timeline.svg" || true
-fi
 if [[ ${rc} -eq 124 ]]; then
     log "the runner exceeded ${TIME_LIMIT}s"
 fi

@@ -5,7 +5,7 @@
 //! local compose cluster while injecting faults (kills, pauses, network
 //! partitions, a rolling restart), records every operation, checks the
 //! history ([`crate::check`]), and writes a table, a JSON report, the
-//! history and a timeline plot.
+//! history and a timeline plot (SVG and PNG).
 //!
 //! - [`cluster`]: containers, docker actions, status, leader and health;
 //! - [`workload`]: the clients and the recorder;
@@ -54,7 +54,7 @@ pub struct Args {
     /// Compose project of the cluster.
     #[arg(long, default_value = "eventstore")]
     pub project: String,
-    /// Where report.json, history.jsonl and timeline.svg go.
+    /// Where report.json, history.jsonl, timeline.svg and timeline.png go.
     #[arg(long, default_value = "target/faults")]
     pub out: PathBuf,
     /// Scenarios to run, comma-separated (default: all, in order).
@@ -533,12 +533,7 @@ async fn run(args: Args) -> Result<bool> {
         }
         f.flush()?;
     }
-    let svg_path = args.out.join("timeline.svg");
-    std::fs::write(
-        &svg_path,
-        report::timeline_svg(&ops, &runs, &changes, run_end_ns, 250),
-    )
-    .with_context(|| format!("writing {}", svg_path.display()))?;
+    report::write_timeline(&args.out, &ops, &runs, &changes, run_end_ns, 250)?;
     std::fs::write(
         args.out.join("summary.txt"),
         format!("{passed_n} {failed_n}\n"),
@@ -580,7 +575,7 @@ async fn run(args: Args) -> Result<bool> {
     }
     let ops_total = ops.iter().filter(|o| o.phase != FINAL_PHASE).count();
     println!(
-        "{} operations in {:.0} s ({} clients, seed {seed}); convergence: {}; report: {}, plot: {}",
+        "{} operations in {:.0} s ({} clients, seed {seed}); convergence: {}; report: {}, plot: {} (and .svg)",
         ops_total,
         report.run_secs,
         args.clients,
@@ -590,7 +585,7 @@ async fn run(args: Args) -> Result<bool> {
             "FAILED"
         },
         json_path.display(),
-        svg_path.display()
+        args.out.join("timeline.png").display()
     );
     Ok(report.passed)
 }

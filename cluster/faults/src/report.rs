@@ -1,10 +1,20 @@
 //! Per-scenario numbers (operation counts, unavailability windows,
-//! latencies, checker cost and anomalies), the console table, and the
-//! timeline plot (SVG).
+//! latencies from an HDR histogram, checker cost and anomalies), the
+//! console table, and the timeline plot, drawn with plotters as
+//! `timeline.svg` and `timeline.png`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::OnceLock;
 
+use anyhow::{ensure, Context, Result};
+use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 use super::monitor::LeaderChange;
@@ -83,6 +93,27 @@ pub struct Latency {
     pub p99: f64,
     /// Maximum.
     pub max: f64,
+}
+
+impl Latency {
+    /// Percentiles of the acknowledged operations among `ops`, from an HDR
+    /// histogram of their latencies in microseconds (3 significant digits:
+    /// a value is off by at most 0.1 %). All zero when none was acknowledged.
+    pub fn of<'a>(ops: impl Iterator<Item = &'a Op>) -> Latency {
+        // From 1 µs to an hour: far beyond any operation deadline; a longer
+        // value would be recorded as an hour.
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("constant histogram bounds are valid");
+        for o in ops.filter(|o| o.outcome == Outcome::Ok) {
+            h.saturating_record(o.complete_ns.saturating_sub(o.invoke_ns) / 1_000);
+        }
+        let ms = |us: u64| us as f64 / 1e3;
+        Latency {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
 }
 
 /// The checker's work on a row's keys.
@@ -249,14 +280,6 @@ fn longest_gap<'a>(ops: impl Iterator<Item = &'a Op>, a: u64, b: u64) -> Gap {
     g
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Builds the row of one phase: `run` carries the scenario's window and
 /// actions (for the short-TTL phase, a run with no events).
 pub fn row(
@@ -294,12 +317,6 @@ pub fn row(
     let per_node = (0..3u32)
         .map(|n| longest_gap(all_ops.iter().filter(|o| o.node == n), a, b))
         .collect();
-    let mut lat: Vec<f64> = mine
-        .iter()
-        .filter(|o| o.outcome == Outcome::Ok)
-        .map(|o| (o.complete_ns - o.invoke_ns) as f64 / 1e6)
-        .collect();
-    lat.sort_by(f64::total_cmp);
     let check = CheckCost {
         keys: keys.len(),
         ops: keys.iter().map(|k| k.ops).sum(),
@@ -317,11 +334,7 @@ pub fn row(
             cluster: longest_gap(all_ops.iter(), a, b),
             per_node,
         },
-        latency_ms: Latency {
-            p50: percentile(&lat, 0.5),
-            p99: percentile(&lat, 0.99),
-            max: lat.last().copied().unwrap_or(0.0),
-        },
+        latency_ms: Latency::of(mine.iter().copied()),
         check,
         unavailable_but_applied,
         events: run.events.clone(),
@@ -401,297 +414,558 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn esc(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Node colours (n0, n1, n2), shared by the per-node lines and the
+/// leader strip.
+const NODE_COLORS: [RGBColor; 3] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x17, 0xbe, 0xcf),
+];
+/// Successful operations of all clients.
+const OK_COLOR: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+/// Failed operations, and fault injections.
+const FAILED_COLOR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+/// Indeterminate operations.
+const INDET_COLOR: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
+/// Fault in effect (first injection to last heal).
+const FAULT_COLOR: RGBColor = RGBColor(0xff, 0xd9, 0xd9);
+/// No leader seen.
+const NO_LEADER_COLOR: RGBColor = RGBColor(0x99, 0x99, 0x99);
+/// The cluster's longest stretch without a successful operation.
+const GAP_COLOR: RGBColor = RGBColor(0x22, 0x22, 0x22);
+/// Scenario bands, alternating.
+const BAND_COLORS: [RGBColor; 2] = [RGBColor(0xf3, 0xf5, 0xf9), RGBColor(0xe8, 0xec, 0xf3)];
+/// Secondary text.
+const NOTE_COLOR: RGBColor = RGBColor(0x55, 0x55, 0x55);
+
+/// Blank space left of everything (the y axis descriptions), in pixels.
+const PAD: u32 = 10;
+/// Font family name under which the embedded font is registered.
+const FONT: &str = "sans-serif";
+/// Left margin of every panel (room for the y labels), in pixels; the
+/// same for all panels so that their time axes line up.
+const LEFT: u32 = 80;
+/// Right margin of every panel, in pixels.
+const RIGHT: u32 = 20;
+/// Heights, in pixels: title, scenario names (two rows), leader strip,
+/// the upper panel, the lower panel (with the time axis below it), and the
+/// legend.
+const TITLE_H: u32 = 34;
+const NAMES_H: u32 = 38;
+const STRIP_H: u32 = 24;
+const UPPER_H: u32 = 310;
+const LOWER_H: u32 = 240;
+const X_AXIS_H: u32 = 50;
+const LEGEND_H: u32 = 64;
+
+/// Makes the embedded DejaVu Sans (regular and bold) the plot's font.
+///
+/// plotters' `ab_glyph` feature draws text with fonts registered here
+/// rather than looking them up on the system (its `ttf` feature needs
+/// fontconfig and FreeType), and the `dejavu` crate ships the font files
+/// inside the binary: the PNG gets the same text on any machine, with no
+/// font package installed and nothing read at run time. The SVG names the
+/// family only (`sans-serif`); its viewer draws the text.
+fn register_font() -> Result<()> {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    let loaded = *LOADED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+            && plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok()
+    });
+    ensure!(loaded, "the embedded DejaVu Sans font could not be parsed");
+    Ok(())
 }
 
-fn nice_step(max: f64, target_ticks: f64) -> f64 {
-    let raw = (max / target_ticks).max(1e-9);
-    let mag = 10f64.powf(raw.log10().floor());
-    let norm = raw / mag;
-    let m = if norm <= 1.0 {
-        1.0
-    } else if norm <= 2.0 {
-        2.0
-    } else if norm <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    m * mag
+/// What the timeline plot shows, computed once and drawn on each backend.
+struct Timeline<'a> {
+    runs: &'a [ScenarioRun],
+    changes: &'a [LeaderChange],
+    /// Each run's longest stretch without a successful operation of any
+    /// client (the table's `unavail`).
+    gaps: Vec<Gap>,
+    /// End of the time axis, in seconds.
+    t_max: f64,
+    bucket_ms: u64,
+    /// Successful operations per second, per bucket: all clients, and
+    /// the clients of each node.
+    ok: Vec<f64>,
+    ok_node: [Vec<f64>; 3],
+    /// Failed and indeterminate operations per second, per bucket.
+    failed: Vec<f64>,
+    indet: Vec<f64>,
 }
 
-/// The timeline plot: successful operations per second (all clients, and
-/// per node) and failed / indeterminate operations per second, in buckets
-/// of `bucket_ms`, with each scenario's span and each fault action marked.
-pub fn timeline_svg(
+impl<'a> Timeline<'a> {
+    fn new(
+        ops: &[Op],
+        runs: &'a [ScenarioRun],
+        changes: &'a [LeaderChange],
+        end_ns: u64,
+        bucket_ms: u64,
+    ) -> Timeline<'a> {
+        let bucket_ms = bucket_ms.max(1);
+        let bucket = bucket_ms * 1_000_000;
+        let n = (end_ns / bucket + 1) as usize;
+        let per_sec = 1000.0 / bucket_ms as f64;
+        let mut t = Timeline {
+            runs,
+            changes,
+            gaps: runs
+                .iter()
+                .map(|r| longest_gap(ops.iter(), r.start_ns, r.end_ns))
+                .collect(),
+            t_max: s(end_ns).max(1.0),
+            bucket_ms,
+            ok: vec![0.0; n],
+            ok_node: [vec![0.0; n], vec![0.0; n], vec![0.0; n]],
+            failed: vec![0.0; n],
+            indet: vec![0.0; n],
+        };
+        for o in ops.iter().filter(|o| o.phase != crate::FINAL_PHASE) {
+            let i = ((o.complete_ns / bucket) as usize).min(n - 1);
+            match o.outcome {
+                Outcome::Ok => {
+                    t.ok[i] += per_sec;
+                    if let Some(v) = t.ok_node.get_mut(o.node as usize) {
+                        v[i] += per_sec;
+                    }
+                }
+                Outcome::Failed => t.failed[i] += per_sec,
+                Outcome::Indeterminate => t.indet[i] += per_sec,
+            }
+        }
+        t
+    }
+
+    /// The points of one series: each bucket's value at its middle.
+    fn points<'b>(&self, vals: &'b [f64]) -> impl Iterator<Item = (f64, f64)> + Clone + 'b {
+        let w = self.bucket_ms as f64 / 1000.0;
+        vals.iter()
+            .enumerate()
+            .map(move |(i, v)| ((i as f64 + 0.5) * w, *v))
+    }
+
+    /// Fault window of a run: from its first injection to the end of its
+    /// last heal.
+    fn fault_window(r: &ScenarioRun) -> Option<(f64, f64)> {
+        let inject = r.events.iter().find(|e| e.kind == "inject")?;
+        let heal = r.events.iter().rev().find(|e| e.kind == "heal")?;
+        Some((s(inject.t_ns), s(heal.done_ns)))
+    }
+
+    /// Draws the whole picture on `root`.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        let (title, rest) = root.margin(0, 0, PAD, 0).split_vertically(TITLE_H);
+        let (names, rest) = rest.split_vertically(NAMES_H);
+        let (strip, rest) = rest.split_vertically(STRIP_H);
+        let (upper, rest) = rest.split_vertically(UPPER_H);
+        let (lower, legend) = rest.split_vertically(LOWER_H + X_AXIS_H);
+
+        title.draw(&Text::new(
+            format!(
+                "EventStore fault injection: throughput and errors over time ({} ms buckets)",
+                self.bucket_ms
+            ),
+            (LEFT as i32, 8),
+            (FONT, 20, FontStyle::Bold).into_font().color(&BLACK),
+        ))?;
+        self.draw_names(&names)?;
+        self.draw_leader_strip(&strip)?;
+
+        let y1_max = self.ok.iter().copied().fold(1.0, f64::max) * 1.08;
+        let mut chart = ChartBuilder::on(&upper)
+            .margin_right(RIGHT)
+            .margin_top(4)
+            .y_label_area_size(LEFT)
+            .build_cartesian_2d(0.0..self.t_max, 0.0..y1_max)?;
+        self.draw_backdrop(&mut chart, y1_max)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("successful ops/s")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc).stroke_width(1))
+            .light_line_style(TRANSPARENT)
+            .draw()?;
+        for (i, series) in self.ok_node.iter().enumerate() {
+            chart.draw_series(LineSeries::new(
+                self.points(series),
+                NODE_COLORS[i].mix(0.85).stroke_width(1),
+            ))?;
+        }
+        chart.draw_series(LineSeries::new(
+            self.points(&self.ok),
+            OK_COLOR.stroke_width(2),
+        ))?;
+        self.draw_gaps(&mut chart, y1_max)?;
+        self.draw_events(&mut chart, y1_max, true)?;
+        self.draw_frame(&mut chart, y1_max)?;
+
+        let y2_max = self
+            .failed
+            .iter()
+            .chain(self.indet.iter())
+            .copied()
+            .fold(1.0, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&lower)
+            .margin_right(RIGHT)
+            .margin_top(14)
+            .y_label_area_size(LEFT)
+            .x_label_area_size(X_AXIS_H)
+            .build_cartesian_2d(0.0..self.t_max, 0.0..y2_max)?;
+        self.draw_backdrop(&mut chart, y2_max)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(20)
+            .y_labels(5)
+            .x_label_formatter(&|v| format!("{}", (v * 1000.0).round() / 1000.0))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc("time since start (s)")
+            .y_desc("failed / indeterminate ops/s")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc).stroke_width(1))
+            .light_line_style(TRANSPARENT)
+            .draw()?;
+        chart.draw_series(LineSeries::new(
+            self.points(&self.indet),
+            INDET_COLOR.stroke_width(2),
+        ))?;
+        chart.draw_series(LineSeries::new(
+            self.points(&self.failed),
+            FAILED_COLOR.stroke_width(2),
+        ))?;
+        self.draw_events(&mut chart, y2_max, false)?;
+        self.draw_frame(&mut chart, y2_max)?;
+
+        self.draw_legend(&legend)?;
+        root.present()?;
+        Ok(())
+    }
+
+    /// Scenario names above the plot, centred on their bands, on two
+    /// alternating rows so that neighbouring names do not collide.
+    fn draw_names<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let chart = ChartBuilder::on(area)
+            .margin_right(RIGHT)
+            .y_label_area_size(LEFT)
+            .build_cartesian_2d(0.0..self.t_max, 0.0..2.0)?;
+        let style = (FONT, 15, FontStyle::Bold)
+            .into_font()
+            .color(&RGBColor(0x22, 0x22, 0x33))
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        for (i, r) in self.runs.iter().enumerate() {
+            let mid = (s(r.start_ns) + s(r.end_ns)) / 2.0;
+            let row = if i % 2 == 0 { 1.5 } else { 0.5 };
+            chart
+                .plotting_area()
+                .draw(&Text::new(r.name.clone(), (mid, row), style.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// The leader seen by the status polls: a strip coloured by node, with
+    /// the leader and its term written in when there is room; grey while
+    /// no node reports itself leader.
+    fn draw_leader_strip<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let area = area.margin(3, 3, 0, 0);
+        let (_, h) = area.dim_in_pixel();
+        area.draw(&Text::new(
+            "leader",
+            (LEFT as i32 - 8, h as i32 / 2),
+            (FONT, 14)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Right, VPos::Center)),
+        ))?;
+        let chart = ChartBuilder::on(&area)
+            .margin_right(RIGHT)
+            .y_label_area_size(LEFT)
+            .build_cartesian_2d(0.0..self.t_max, 0.0..1.0)?;
+        let plot = chart.plotting_area();
+        plot.draw(&Rectangle::new(
+            [(0.0, 0.0), (self.t_max, 1.0)],
+            NO_LEADER_COLOR.filled(),
+        ))?;
+        let label_style = (FONT, 13)
+            .into_font()
+            .color(&WHITE)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, c) in self.changes.iter().enumerate() {
+            let Some(leader) = c.leader else { continue };
+            let a = s(c.t_ns).min(self.t_max);
+            let b = self
+                .changes
+                .get(i + 1)
+                .map_or(self.t_max, |n| s(n.t_ns))
+                .min(self.t_max);
+            let color = NODE_COLORS
+                .get(leader as usize)
+                .copied()
+                .unwrap_or(RGBColor(0x33, 0x33, 0x33));
+            plot.draw(&Rectangle::new([(a, 0.0), (b, 1.0)], color.filled()))?;
+            let label = format!("n{leader} t{}", c.term);
+            let (w, _) = area.estimate_text_size(&label, &label_style)?;
+            let room = plot.map_coordinate(&(b, 0.0)).0 - plot.map_coordinate(&(a, 0.0)).0;
+            if room > w as i32 + 8 {
+                plot.draw(
+                    &(EmptyElement::at((a, 0.5)) + Text::new(label, (4, 0), label_style.clone())),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Scenario bands and fault windows, behind everything else.
+    fn draw_backdrop<DB: DrawingBackend>(
+        &self,
+        chart: &mut TimeChart<'_, DB>,
+        y_max: f64,
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        chart.draw_series(self.runs.iter().enumerate().map(|(i, r)| {
+            Rectangle::new(
+                [(s(r.start_ns), 0.0), (s(r.end_ns), y_max)],
+                BAND_COLORS[i % 2].filled(),
+            )
+        }))?;
+        chart.draw_series(
+            self.runs
+                .iter()
+                .filter_map(Self::fault_window)
+                .map(|(a, b)| {
+                    Rectangle::new([(a, 0.0), (b, y_max)], FAULT_COLOR.mix(0.6).filled())
+                }),
+        )?;
+        Ok(())
+    }
+
+    /// Each run's longest stretch without a successful operation of any
+    /// client: a dark bar along the bottom of the upper panel, labelled
+    /// with its length when it is long enough to matter.
+    fn draw_gaps<DB: DrawingBackend>(&self, chart: &mut TimeChart<'_, DB>, y_max: f64) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let h = y_max * 0.025;
+        let label_style = (FONT, 13)
+            .into_font()
+            .color(&GAP_COLOR)
+            .pos(Pos::new(HPos::Center, VPos::Bottom));
+        for g in self.gaps.iter().filter(|g| g.secs > 0.0) {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(g.from_s, 0.0), (g.to_s, h)],
+                GAP_COLOR.filled(),
+            )))?;
+            if g.secs >= 0.5 {
+                chart.draw_series(std::iter::once(Text::new(
+                    format!("{:.2} s", g.secs),
+                    ((g.from_s + g.to_s) / 2.0, h * 1.6),
+                    label_style.clone(),
+                )))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fault actions as vertical lines: solid red for an injection, dashed
+    /// green for a heal, dotted grey for anything else. In the upper panel
+    /// (`labels`) injections are labelled from the top down and heals from
+    /// the bottom up, so that close pairs do not overlap.
+    fn draw_events<DB: DrawingBackend>(
+        &self,
+        chart: &mut TimeChart<'_, DB>,
+        y_max: f64,
+        labels: bool,
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        for e in self.runs.iter().flat_map(|r| r.events.iter()) {
+            let t = s(e.t_ns);
+            let line = [(t, 0.0), (t, y_max)];
+            let color = match e.kind.as_str() {
+                "inject" => {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        line,
+                        FAILED_COLOR.stroke_width(2),
+                    )))?;
+                    FAILED_COLOR
+                }
+                "heal" => {
+                    chart.draw_series(std::iter::once(DashedPathElement::new(
+                        line,
+                        6,
+                        4,
+                        OK_COLOR.stroke_width(2),
+                    )))?;
+                    OK_COLOR
+                }
+                _ => {
+                    chart.draw_series(std::iter::once(DashedPathElement::new(
+                        line,
+                        2,
+                        3,
+                        NOTE_COLOR.stroke_width(1),
+                    )))?;
+                    NOTE_COLOR
+                }
+            };
+            if !labels {
+                continue;
+            }
+            // Rotated a quarter turn counter-clockwise, read bottom to top,
+            // just right of the line.
+            let (at, h) = if e.kind == "inject" {
+                ((t, y_max), HPos::Right)
+            } else {
+                ((t, 0.0), HPos::Left)
+            };
+            let dy = if e.kind == "inject" { 4 } else { -22 };
+            let style = (FONT, 13)
+                .into_font()
+                .transform(FontTransform::Rotate270)
+                .color(&color)
+                .pos(Pos::new(h, VPos::Top));
+            chart.draw_series(std::iter::once(
+                EmptyElement::at(at) + Text::new(e.label.clone(), (5, dy), style),
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// A thin frame around a panel.
+    fn draw_frame<DB: DrawingBackend>(
+        &self,
+        chart: &mut TimeChart<'_, DB>,
+        y_max: f64,
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 0.0), (self.t_max, y_max)],
+            RGBColor(0x44, 0x44, 0x44).stroke_width(1),
+        )))?;
+        Ok(())
+    }
+
+    /// The legend under the plot (swatches and labels, wrapped to the
+    /// width), and a line on how to read the marks.
+    fn draw_legend<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        enum Mark {
+            Line(RGBColor, u32),
+            Dashed(RGBColor),
+            Box(RGBColor),
+        }
+        let items = [
+            (Mark::Line(OK_COLOR, 3), "ok ops/s, all clients"),
+            (Mark::Line(NODE_COLORS[0], 2), "ok ops/s via n0"),
+            (Mark::Line(NODE_COLORS[1], 2), "ok ops/s via n1"),
+            (Mark::Line(NODE_COLORS[2], 2), "ok ops/s via n2"),
+            (Mark::Line(FAILED_COLOR, 2), "failed ops/s (not applied)"),
+            (Mark::Line(INDET_COLOR, 2), "indeterminate ops/s"),
+            (Mark::Box(FAULT_COLOR), "fault in effect (inject to heal)"),
+            (Mark::Line(FAILED_COLOR, 2), "fault injected"),
+            (Mark::Dashed(OK_COLOR), "fault healed"),
+            (
+                Mark::Box(GAP_COLOR),
+                "longest gap without a successful op (cluster)",
+            ),
+            (Mark::Box(NO_LEADER_COLOR), "no leader seen (strip at top)"),
+        ];
+        let font = (FONT, 14).into_font();
+        let text = font
+            .clone()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        let (w, _) = area.dim_in_pixel();
+        let (mut x, mut y) = (LEFT as i32, 12);
+        for (mark, label) in items {
+            let (tw, _) = area.estimate_text_size(label, &text)?;
+            if x + 26 + tw as i32 > (w - RIGHT) as i32 {
+                x = LEFT as i32;
+                y += 22;
+            }
+            match mark {
+                Mark::Line(c, width) => area.draw(&PathElement::new(
+                    [(x, y), (x + 20, y)],
+                    c.stroke_width(width),
+                ))?,
+                Mark::Dashed(c) => area.draw(&DashedPathElement::new(
+                    [(x, y), (x + 20, y)],
+                    5,
+                    3,
+                    c.stroke_width(2),
+                ))?,
+                Mark::Box(c) => {
+                    area.draw(&Rectangle::new([(x, y - 6), (x + 20, y + 6)], c.filled()))?
+                }
+            }
+            area.draw(&Text::new(label, (x + 26, y), text.clone()))?;
+            x += 26 + tw as i32 + 22;
+        }
+        area.draw(&Text::new(
+            "vertical lines: red = fault injected, dashed green = healed; shaded bands = scenarios; \
+             top strip = leader (node colour) and term, from admin status polls every 200 ms",
+            (LEFT as i32, y + 24),
+            font.color(&NOTE_COLOR).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+        Ok(())
+    }
+}
+
+/// A panel with time (s) across and a value up.
+type TimeChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Writes the timeline plot as `timeline.svg` and `timeline.png` in `dir`:
+/// successful operations per second (all clients, and per node) and
+/// failed / indeterminate operations per second, in buckets of
+/// `bucket_ms`, over each scenario's span (named above the plot), with
+/// each fault action and fault window marked, each scenario's longest
+/// unavailability window, and the leader and its term along the top.
+pub fn write_timeline(
+    dir: &Path,
     ops: &[Op],
     runs: &[ScenarioRun],
     changes: &[LeaderChange],
     end_ns: u64,
     bucket_ms: u64,
-) -> String {
-    const TOP: f64 = 100.0;
-    const H1: f64 = 300.0;
-    const GAP: f64 = 40.0;
-    const H2: f64 = 170.0;
-    const BOTTOM: f64 = 90.0;
-    let height = TOP + H1 + GAP + H2 + BOTTOM;
-    let t_max = s(end_ns).max(1.0);
+) -> Result<()> {
+    register_font()?;
+    let t = Timeline::new(ops, runs, changes, end_ns, bucket_ms);
     // About 10 px per second, so that short scenarios stay readable.
-    let width = (LEFT + RIGHT + 10.0 * t_max).clamp(1500.0, 2800.0).round();
-    let plot_w = width - LEFT - RIGHT;
-    let bucket = bucket_ms.max(1) * 1_000_000;
-    let n = (end_ns / bucket + 1) as usize;
-    let per_sec = 1000.0 / bucket_ms.max(1) as f64;
-    let mut ok = vec![0f64; n];
-    let mut ok_node = vec![vec![0f64; n]; 3];
-    let mut failed = vec![0f64; n];
-    let mut indet = vec![0f64; n];
-    for o in ops.iter().filter(|o| o.phase != "final") {
-        let i = ((o.complete_ns / bucket) as usize).min(n - 1);
-        match o.outcome {
-            Outcome::Ok => {
-                ok[i] += per_sec;
-                if let Some(v) = ok_node.get_mut(o.node as usize) {
-                    v[i] += per_sec;
-                }
-            }
-            Outcome::Failed => failed[i] += per_sec,
-            Outcome::Indeterminate => indet[i] += per_sec,
-        }
-    }
-    let x = |t: f64| LEFT + plot_w * t / t_max;
-    let y1_max = ok.iter().cloned().fold(1.0, f64::max) * 1.08;
-    let y2_max = failed
-        .iter()
-        .chain(indet.iter())
-        .cloned()
-        .fold(1.0, f64::max)
-        * 1.1;
-    let y1 = |v: f64| TOP + H1 - H1 * v / y1_max;
-    let top2 = TOP + H1 + GAP;
-    let y2 = |v: f64| top2 + H2 - H2 * v / y2_max;
+    let width = (f64::from(PAD + LEFT + RIGHT) + 10.0 * t.t_max).clamp(1500.0, 2800.0) as u32;
+    let height = TITLE_H + NAMES_H + STRIP_H + UPPER_H + LOWER_H + X_AXIS_H + LEGEND_H;
 
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"##
-    );
-    let _ = writeln!(svg, r##"<rect width="100%" height="100%" fill="white"/>"##);
-    let _ = writeln!(
-        svg,
-        r##"<text x="{LEFT}" y="22" font-size="16" font-weight="bold">EventStore fault injection: throughput and errors over time ({bucket_ms} ms buckets)</text>"##
-    );
-
-    // Scenario spans (alternating shade) and names.
-    for (i, r) in runs.iter().enumerate() {
-        let (a, b) = (x(s(r.start_ns)), x(s(r.end_ns)));
-        let fill = if i % 2 == 0 { "#f3f5f9" } else { "#e8ecf3" };
-        for (top, h) in [(TOP, H1), (top2, H2)] {
-            let _ = writeln!(
-                svg,
-                r##"<rect x="{a:.1}" y="{top}" width="{:.1}" height="{h}" fill="{fill}"/>"##,
-                (b - a).max(0.0)
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-weight="bold" fill="#223">{}</text>"##,
-            (a + b) / 2.0,
-            // Alternate two rows so that neighbouring names do not collide.
-            TOP - 58.0 + 14.0 * (i % 2) as f64,
-            esc(&r.name)
-        );
-        // Fault window: from the first inject to the last heal.
-        let inj = r.events.iter().find(|e| e.kind == "inject").map(|e| e.t_ns);
-        let heal = r
-            .events
-            .iter()
-            .rev()
-            .find(|e| e.kind == "heal")
-            .map(|e| e.done_ns);
-        if let (Some(i0), Some(h0)) = (inj, heal) {
-            for (top, h) in [(TOP, H1), (top2, H2)] {
-                let _ = writeln!(
-                    svg,
-                    r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{h}" fill="#ffd9d9" fill-opacity="0.6"/>"##,
-                    x(s(i0)),
-                    (x(s(h0)) - x(s(i0))).max(1.0)
-                );
-            }
-        }
-    }
-
-    // Leader strip: who the status polls saw as leader, and its term.
-    let node_colors = ["#1f77b4", "#9467bd", "#17becf"];
-    let (sy, sh) = (TOP - 34.0, 14.0);
-    let _ = writeln!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="11">leader</text><rect x="{LEFT}" y="{sy}" width="{plot_w}" height="{sh}" fill="#999"/>"##,
-        LEFT - 6.0,
-        sy + 11.0
-    );
-    for (i, c) in changes.iter().enumerate() {
-        let a = s(c.t_ns).min(t_max);
-        let b = changes
-            .get(i + 1)
-            .map(|n| s(n.t_ns))
-            .unwrap_or(t_max)
-            .min(t_max);
-        let (fill, label) = match c.leader {
-            Some(l) => (
-                node_colors.get(l as usize).copied().unwrap_or("#333"),
-                format!("n{l} t{}", c.term),
-            ),
-            None => ("#999", String::new()),
-        };
-        let w = (x(b) - x(a)).max(0.0);
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{:.1}" y="{sy}" width="{w:.1}" height="{sh}" fill="{fill}"/>"##,
-            x(a)
-        );
-        if w > 44.0 && !label.is_empty() {
-            let _ = writeln!(
-                svg,
-                r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="white">{label}</text>"##,
-                x(a) + 3.0,
-                sy + 11.0
-            );
-        }
-    }
-
-    // Axes and grid.
-    horizontal_grid(&mut svg, y1_max, nice_step(y1_max, 5.0), &y1, width);
-    horizontal_grid(&mut svg, y2_max, nice_step(y2_max, 4.0), &y2, width);
-    let xstep = nice_step(t_max, 20.0).max(1.0);
-    let mut t = 0.0;
-    while t <= t_max {
-        let xx = x(t);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{xx:.1}" y1="{:.1}" x2="{xx:.1}" y2="{:.1}" stroke="#888"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{t}</text>"##,
-            top2 + H2,
-            top2 + H2 + 5.0,
-            top2 + H2 + 18.0
-        );
-        t += xstep;
-    }
-    let _ = writeln!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since start (s)</text>"##,
-        LEFT + plot_w / 2.0,
-        top2 + H2 + 36.0
-    );
-    for (top, h, label) in [
-        (TOP, H1, "successful ops/s"),
-        (top2, H2, "failed / indeterminate ops/s"),
-    ] {
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{h}" fill="none" stroke="#444"/><text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">{label}</text>"##,
-            top + h / 2.0
-        );
-    }
-
-    // Series.
-    let poly = |vals: &[f64], y: &dyn Fn(f64) -> f64| -> String {
-        let mut p = String::new();
-        for (i, v) in vals.iter().enumerate() {
-            let t = (i as f64 + 0.5) * bucket_ms as f64 / 1000.0;
-            let _ = write!(p, "{:.1},{:.1} ", x(t), y(*v));
-        }
-        p
-    };
-    for (i, series) in ok_node.iter().enumerate() {
-        let _ = writeln!(
-            svg,
-            r##"<polyline fill="none" stroke="{}" stroke-width="1" stroke-opacity="0.85" points="{}"/>"##,
-            node_colors[i],
-            poly(series, &y1)
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r##"<polyline fill="none" stroke="#2ca02c" stroke-width="1.8" points="{}"/>"##,
-        poly(&ok, &y1)
-    );
-    let _ = writeln!(
-        svg,
-        r##"<polyline fill="none" stroke="#ff7f0e" stroke-width="1.4" points="{}"/>"##,
-        poly(&indet, &y2)
-    );
-    let _ = writeln!(
-        svg,
-        r##"<polyline fill="none" stroke="#d62728" stroke-width="1.4" points="{}"/>"##,
-        poly(&failed, &y2)
-    );
-
-    // Fault actions: solid red for an injection, dashed green for a heal,
-    // labelled vertically at the top of the upper panel.
-    for e in runs.iter().flat_map(|r| r.events.iter()) {
-        let xx = x(s(e.t_ns));
-        let (color, dash) = match e.kind.as_str() {
-            "inject" => ("#d62728", ""),
-            "heal" => ("#2ca02c", r##" stroke-dasharray="5,3""##),
-            _ => ("#555", r##" stroke-dasharray="2,2""##),
-        };
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="{color}" stroke-width="1.3"{dash}/>"##,
-            top2 + H2
-        );
-        // Injections are labelled from the top of the upper panel down,
-        // heals from its bottom up, so close pairs do not overlap.
-        let (ty, anchor) = if e.kind == "inject" {
-            (TOP + 4.0, "end")
-        } else {
-            (TOP + H1 - 4.0, "start")
-        };
-        let _ = writeln!(
-            svg,
-            r##"<text transform="translate({:.1},{:.1}) rotate(-90)" text-anchor="{anchor}" font-size="11" fill="{color}">{}</text>"##,
-            xx + 11.0,
-            ty,
-            esc(&e.label)
-        );
-    }
-
-    // Legend.
-    let ly = top2 + H2 + 62.0;
-    let items: [(&str, &str); 8] = [
-        ("#2ca02c", "ok ops/s, all clients"),
-        (node_colors[0], "ok ops/s via n0"),
-        (node_colors[1], "ok ops/s via n1"),
-        (node_colors[2], "ok ops/s via n2"),
-        ("#d62728", "failed ops/s (not applied)"),
-        ("#ff7f0e", "indeterminate ops/s"),
-        ("#ffd9d9", "fault in effect (inject to heal)"),
-        ("#999", "no leader seen (strip at top)"),
-    ];
-    let mut lx = LEFT;
-    for (color, label) in items {
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{lx:.1}" y="{:.1}" width="18" height="10" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"##,
-            ly - 9.0,
-            lx + 24.0,
-            ly,
-            esc(label)
-        );
-        lx += 30.0 + 7.0 * label.len() as f64;
-    }
-    let _ = writeln!(
-        svg,
-        r##"<text x="{LEFT}" y="{:.1}" fill="#555">vertical lines: red = fault injected, dashed green = healed; shaded bands = scenarios; top strip = leader (node colour) and term, from admin status polls every 200 ms</text>"##,
-        ly + 20.0
-    );
-    let _ = writeln!(svg, "</svg>");
-    svg
+    let svg = dir.join("timeline.svg");
+    t.draw(&SVGBackend::new(&svg, (width, height)).into_drawing_area())
+        .with_context(|| format!("drawing {}", svg.display()))?;
+    let png = dir.join("timeline.png");
+    t.draw(&BitMapBackend::new(&png, (width, height)).into_drawing_area())
+        .with_context(|| format!("drawing {}", png.display()))?;
+    Ok(())
 }
 
 /// Anomalies grouped by the phase that owns their key.
@@ -710,24 +984,145 @@ pub fn anomalies_by_phase(
     m
 }
 
-/// Left margin of the timeline plot (room for the y labels), in pixels.
-const LEFT: f64 = 70.0;
-/// Right margin of the timeline plot, in pixels.
-const RIGHT: f64 = 20.0;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Horizontal grid lines with their labels, every `step` from 0 to `max`,
-/// placed by `y`.
-fn horizontal_grid(svg: &mut String, max: f64, step: f64, y: &dyn Fn(f64) -> f64, width: f64) {
-    let mut v = 0.0;
-    while v <= max {
-        let yy = y(v);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ccc" stroke-width="0.5"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v}</text>"##,
-            width - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0
+    const MS: u64 = 1_000_000;
+
+    fn op(
+        id: usize,
+        node: u32,
+        phase: &str,
+        invoke_ms: u64,
+        latency_us: u64,
+        outcome: Outcome,
+    ) -> Op {
+        Op {
+            id,
+            client: node,
+            node,
+            phase: phase.into(),
+            key: "k".into(),
+            kind: Kind::Load,
+            value: None,
+            ttl_ms: 0,
+            invoke_ns: invoke_ms * MS,
+            complete_ns: invoke_ms * MS + latency_us * 1_000,
+            outcome,
+            error: None,
+        }
+    }
+
+    /// A 12-second scenario: n0 killed at 3 s and back at 7 s, with the
+    /// leader moving from n0 to n1.
+    fn synthetic() -> (Vec<Op>, Vec<ScenarioRun>, Vec<LeaderChange>) {
+        let mut ops = Vec::new();
+        for ms in (0..12_000).step_by(20) {
+            let node = (ms / 20 % 3) as u32;
+            let down = (3_000..7_000).contains(&ms);
+            let outcome = match (down, node) {
+                (true, 0) if ms % 60 == 0 => Outcome::Indeterminate,
+                (true, 0) => Outcome::Failed,
+                (true, _) if ms < 4_500 => Outcome::Failed,
+                _ => Outcome::Ok,
+            };
+            ops.push(op(ops.len(), node, "kill-leader#1", ms, 1_500, outcome));
+        }
+        let event = |ms: u64, kind: &str, label: &str| Event {
+            t_ns: ms * MS,
+            done_ns: (ms + 200) * MS,
+            kind: kind.into(),
+            label: label.into(),
+            node: Some(0),
+        };
+        let runs = vec![ScenarioRun {
+            name: "kill-leader#1".into(),
+            start_ns: 0,
+            end_ns: 12_000 * MS,
+            events: vec![
+                event(3_000, "inject", "kill n0 (leader)"),
+                event(7_000, "heal", "start n0"),
+            ],
+            leader_before: Some(0),
+            leader_after: Some(1),
+            recovery_secs: Some(0.5),
+            error: None,
+        }];
+        let changes = vec![
+            LeaderChange {
+                t_ns: 0,
+                leader: Some(0),
+                term: 1,
+            },
+            LeaderChange {
+                t_ns: 3_100 * MS,
+                leader: None,
+                term: 1,
+            },
+            LeaderChange {
+                t_ns: 4_400 * MS,
+                leader: Some(1),
+                term: 2,
+            },
+        ];
+        (ops, runs, changes)
+    }
+
+    #[test]
+    fn timeline_is_written_as_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ops, runs, changes) = synthetic();
+        write_timeline(dir.path(), &ops, &runs, &changes, 12_000 * MS, 250).unwrap();
+
+        let png = std::fs::read(dir.path().join("timeline.png")).unwrap();
+        assert!(png.len() > 1000, "PNG of {} bytes", png.len());
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+
+        let svg = std::fs::read_to_string(dir.path().join("timeline.svg")).unwrap();
+        assert!(
+            svg.starts_with("<svg"),
+            "not an SVG: {}",
+            &svg[..svg.len().min(80)]
         );
-        v += step;
+        for text in [
+            "EventStore fault injection: throughput and errors over time (250 ms buckets)",
+            "kill-leader#1",
+            "kill n0 (leader)",
+            "start n0",
+            "leader",
+            "n1 t2",
+            "successful ops/s",
+            "failed / indeterminate ops/s",
+            "time since start (s)",
+            "ok ops/s, all clients",
+            "ok ops/s via n0",
+            "ok ops/s via n1",
+            "ok ops/s via n2",
+            "failed ops/s (not applied)",
+            "indeterminate ops/s",
+            "fault in effect (inject to heal)",
+            "longest gap without a successful op (cluster)",
+            "no leader seen (strip at top)",
+        ] {
+            assert!(svg.contains(text), "the SVG lacks {text:?}");
+        }
+    }
+
+    #[test]
+    fn latency_percentiles_come_from_acknowledged_ops() {
+        // 1..=1000 ms, acknowledged; one slow failure that must not count.
+        let mut ops: Vec<Op> = (1..=1000)
+            .map(|i| op(i as usize, 0, "p", 0, i * 1_000, Outcome::Ok))
+            .collect();
+        ops.push(op(0, 0, "p", 0, 5_000_000, Outcome::Failed));
+        let l = Latency::of(ops.iter());
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 1e-9;
+        assert!(close(l.p50, 500.0), "p50 {}", l.p50);
+        assert!(close(l.p99, 990.0), "p99 {}", l.p99);
+        assert!(close(l.max, 1000.0), "max {}", l.max);
+
+        let none = Latency::of(ops.iter().filter(|o| o.outcome != Outcome::Ok));
+        assert_eq!((none.p50, none.p99, none.max), (0.0, 0.0, 0.0));
     }
 }
