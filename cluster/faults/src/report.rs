@@ -833,20 +833,32 @@ impl<'a> Timeline<'a> {
                 continue;
             }
             // Rotated a quarter turn counter-clockwise, read bottom to top,
-            // just right of the line.
-            let (at, h) = if e.kind == "inject" {
-                ((t, y_max), HPos::Right)
+            // just right of the line, on a light backing so that it stays
+            // legible where it crosses a series. Injections hang from the
+            // top (the text ends there), heals rise from the bottom.
+            let inject = e.kind == "inject";
+            let (at, h, dy) = if inject {
+                ((t, y_max), HPos::Right, 4)
             } else {
-                ((t, 0.0), HPos::Left)
+                ((t, 0.0), HPos::Left, -22)
             };
-            let dy = if e.kind == "inject" { 4 } else { -22 };
             let style = (FONT, 13)
                 .into_font()
                 .transform(FontTransform::Rotate270)
                 .color(&color)
                 .pos(Pos::new(h, VPos::Top));
+            // Laid out horizontally: (length, height); upright on the plot.
+            let (len, high) = chart.plotting_area().estimate_text_size(&e.label, &style)?;
+            let (len, high) = (len as i32, high as i32);
+            let (top, bottom) = if inject {
+                (dy - 2, dy + len + 2)
+            } else {
+                (dy - len - 2, dy + 2)
+            };
             chart.draw_series(std::iter::once(
-                EmptyElement::at(at) + Text::new(e.label.clone(), (5, dy), style),
+                EmptyElement::at(at)
+                    + Rectangle::new([(4, top), (7 + high, bottom)], WHITE.mix(0.75).filled())
+                    + Text::new(e.label.clone(), (5, dy), style),
             ))?;
         }
         Ok(())
