@@ -1,29 +1,11 @@
-//! The openraft type configuration: what a log entry carries ([`Command`]),
-//! what applying it returns ([`Applied`]), and how nodes are addressed.
+//! The openraft types as the Raft plumbing and the server use them: the
+//! type configuration declared with the store's commands
+//! ([`crate::store::types`]), and the Raft handle over the store's state
+//! machine.
 
-use crate::store::{Applied, Command};
+pub use crate::store::types::{
+    Entry, LogId, Node, NodeId, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+};
 
-openraft::declare_raft_types!(
-    /// EventStore's Raft type configuration.
-    pub TypeConfig:
-        D = Command,
-        R = Applied,
-        Node = openraft::BasicNode,
-);
-
-/// A node id: 0, 1, 2... (the StatefulSet ordinal).
-pub type NodeId = u64;
-/// A node's peer address (`HOST:PORT` of its `--peer-listen`).
-pub type Node = openraft::BasicNode;
 /// The Raft handle specialised to EventStore's state machine.
 pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachine>;
-/// A log id.
-pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
-/// A vote.
-pub type Vote = openraft::alias::VoteOf<TypeConfig>;
-/// A log entry.
-pub type Entry = openraft::alias::EntryOf<TypeConfig>;
-/// Membership as stored with the log id that set it.
-pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
-/// Snapshot metadata.
-pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;

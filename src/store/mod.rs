@@ -6,7 +6,8 @@
 //! - [`keyspace`]: values with deadlines, the expiry index and the logical clock;
 //! - [`state_machine`]: openraft's state-machine trait over the keyspace;
 //! - [`snapshot`]: the snapshot file format;
-//! - [`db`]: the RocksDB database and its column families.
+//! - [`db`]: the RocksDB database and its column families;
+//! - [`types`]: the openraft type configuration over these commands.
 
 pub mod command;
 pub mod db;
@@ -14,6 +15,7 @@ pub mod keyspace;
 pub mod location;
 pub mod snapshot;
 pub mod state_machine;
+pub mod types;
 
 pub use command::{Applied, Command};
 pub use keyspace::{Keyspace, KeyspaceError};

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::db::{cf, CF_DATA, CF_SM_META};
 use super::keyspace::META_CLOCK;
-use crate::raft::types::{LogId, SnapshotMeta, StoredMembership};
+use super::types::{LogId, SnapshotMeta, StoredMembership};
 
 const MAGIC: &[u8; 8] = b"ESSNAP02";
 const END: u32 = u32::MAX;
@@ -488,7 +488,7 @@ mod tests {
     use crate::store::db;
 
     fn log_id(index: u64) -> LogId {
-        openraft::testing::log_id::<crate::raft::types::TypeConfig>(1, 0, index)
+        openraft::testing::log_id::<crate::store::types::TypeConfig>(1, 0, index)
     }
 
     fn meta(index: u64) -> SnapshotMeta {

@@ -21,7 +21,7 @@ use super::snapshot::{
     self, bincode_decode, bincode_encode, SnapshotDir, META_APPLIED, META_INSTALLING,
     META_MEMBERSHIP,
 };
-use crate::raft::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use super::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
