@@ -69,7 +69,10 @@ rm -f -- "${OUT}/summary.txt" "${OUT}/report.json" "${OUT}/history.jsonl" \
     "${OUT}/timeline.svg" "${OUT}/timeline.png" "${OUT}/teardown.log"
 
 log "building release binaries"
-(cd "${ES_REPO_ROOT}" && cargo build --release --locked --bin eventstore --bin eventstore-faults)
+# The same build as the tests (scripts/test.sh): building only the two
+# binaries would resolve dependency features differently and compile
+# RocksDB a second time.
+(cd "${ES_REPO_ROOT}" && cargo build --release --locked --workspace --all-targets)
 
 EVENTSTORE_BIN="${ES_REPO_ROOT}/target/release/eventstore" "${ES_CLUSTER_DIR}/build-image.sh"
 

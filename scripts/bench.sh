@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked --bin eventstore
+# The same build as the tests (see scripts/test.sh), so RocksDB is compiled once.
+cargo build --release --locked --workspace --all-targets
 es=target/release/eventstore
 
 work=$(mktemp -d)

@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec cargo run --release --locked --bin eventstore -- serve "$@"
+# The same build as the tests (scripts/test.sh): building only the binary
+# would resolve dependency features differently and compile RocksDB twice.
+cargo build --release --locked --workspace --all-targets
+exec target/release/eventstore serve "$@"

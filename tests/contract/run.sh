@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import grpc_tools' 2>
 fi
 
 bin=target/release/eventstore
-[ -x "$bin" ] || cargo build --release --locked --bin eventstore
+[ -x "$bin" ] || cargo build --release --locked --workspace --all-targets
 
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
