@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use eventstore::api::OUTCOME_UNKNOWN;
 use anyhow::Result;
+use eventstore::api::OUTCOME_UNKNOWN;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
