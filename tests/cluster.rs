@@ -603,3 +603,80 @@ async fn a_node_that_lost_its_data_refuses_to_rejoin_and_can_be_replaced() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn node_0_that_lost_its_data_waits_and_can_be_replaced() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let mut cl = c.node(0).client().await;
+        for i in 0..10 {
+            cl.save(save_req(global(&format!("k{i}")), b"v", 600))
+                .await
+                .unwrap();
+        }
+        // Wait until every member's incarnation is on record.
+        converged(&c, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // Node 0 (the bootstrapper) loses its data while its peers are too
+        // slow to answer: it must not take their silence for "no log".
+        c.node_mut(0).kill9();
+        std::fs::remove_dir_all(&c.node(0).data_dir).unwrap();
+        c.node(1).signal(Signal::SIGSTOP);
+        c.node(2).signal(Signal::SIGSTOP);
+        let earlier = std::fs::read(&c.node(0).log).unwrap().len();
+        c.node_mut(0).start();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let log =
+            String::from_utf8_lossy(&std::fs::read(&c.node(0).log).unwrap()[earlier..]).to_string();
+        assert!(
+            !log.contains("initializing a new cluster"),
+            "node 0 initialized a second cluster because its peers did not answer:\n{log}"
+        );
+        c.node(1).signal(Signal::SIGCONT);
+        c.node(2).signal(Signal::SIGCONT);
+
+        // Once they answer, it finds the cluster and waits to be added.
+        let leader = c.leader(Duration::from_secs(10)).await;
+        assert_ne!(leader, 0);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Some(status) = c.node_mut(0).exited() {
+            panic!(
+                "node 0 exited ({status}) instead of waiting to be replaced:\n{}",
+                c.node(0).log_tail()
+            );
+        }
+        let s = c.node(0).status().await.unwrap();
+        assert_eq!(s.last_log_index, None, "{s:?}");
+
+        // Replace it like any other node: remove, add back, promote.
+        let mut admin = c.node(leader).admin().await;
+        admin
+            .remove(eventstore::proto::peer::NodeRequest { node_id: 0 })
+            .await
+            .unwrap();
+        let mut r = tonic::Request::new(eventstore::proto::peer::AddLearnerRequest {
+            node_id: 0,
+            addr: c.node(0).peer_addr(),
+        });
+        r.set_timeout(Duration::from_secs(15));
+        admin.add_learner(r).await.unwrap();
+        admin
+            .promote(eventstore::proto::peer::NodeRequest { node_id: 0 })
+            .await
+            .unwrap();
+        c.node(0).wait_ready(Duration::from_secs(30)).await;
+        let mut fc = c.node(0).client().await;
+        for i in 0..10 {
+            fc.load(load_req(global(&format!("k{i}")))).await.unwrap();
+        }
+        let s = c.node(leader).status().await.unwrap();
+        assert_eq!(s.members.iter().filter(|m| m.voter).count(), 3, "{s:?}");
+        converged(&c, Duration::from_secs(30)).await;
+        // And it restarts with its new data like any member.
+        c.node_mut(0).kill9();
+        c.node_mut(0).start();
+        c.node(0).wait_ready(Duration::from_secs(30)).await;
+    })
+    .await;
+}
