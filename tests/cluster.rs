@@ -680,3 +680,81 @@ async fn node_0_that_lost_its_data_waits_and_can_be_replaced() {
     })
     .await;
 }
+
+/// Starts a fourth node and adds it as a learner: it follows the leader
+/// (and relays to it) but never votes or campaigns.
+async fn add_learner_node(c: &mut Cluster) -> u64 {
+    let mut ids_ports: BTreeMap<u64, u16> = c.nodes.iter().map(|n| (n.id, n.peer_port)).collect();
+    let (id, p, pp) = (3u64, free_port(), free_port());
+    ids_ports.insert(id, pp);
+    let flag = Cluster::peers_flag(&ids_ports);
+    let mut s = Server::new(id, p, pp, c.dir.path(), Some(&flag), &[]);
+    s.start();
+    c.nodes.push(s);
+    let leader = c.leader(Duration::from_secs(10)).await;
+    c.node(leader)
+        .admin()
+        .await
+        .add_learner(eventstore::proto::peer::AddLearnerRequest {
+            node_id: id,
+            addr: format!("127.0.0.1:{pp}"),
+        })
+        .await
+        .unwrap();
+    c.node(id).wait_ready(Duration::from_secs(30)).await;
+    id
+}
+
+#[tokio::test]
+async fn a_definite_refusal_from_the_leader_stays_definite_when_relayed() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let learner = add_learner_node(&mut c).await;
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let voters: Vec<u64> = (0..3).filter(|i| *i != leader).collect();
+        for v in voters {
+            c.node_mut(v).kill9();
+        }
+        // Past its lease the leader knows it has no quorum and refuses
+        // writes before proposing them; the learner still follows it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut via_learner = c.node(learner).client().await;
+        let mut r = tonic::Request::new(save_req(global("k"), b"v", 60));
+        r.set_timeout(Duration::from_secs(3));
+        let st = via_learner.save(r).await.unwrap_err();
+        println!("relayed refusal: {:?}: {}", st.code(), st.message());
+        assert_eq!(st.code(), Code::Unavailable, "{st:?}");
+        assert!(
+            !st.message().starts_with(eventstore::api::OUTCOME_UNKNOWN),
+            "the leader's definite refusal was relabelled: {st:?}"
+        );
+        assert!(st.message().contains("nothing was applied"), "{st:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_relayed_load_is_retried_on_the_new_leader_after_the_old_one_died() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let follower = (0..3).find(|i| *i != leader).unwrap();
+        let mut via_follower = c.node(follower).client().await;
+        via_follower
+            .save(save_req(global("k"), b"v", 600))
+            .await
+            .unwrap();
+        via_follower.load(load_req(global("k"))).await.unwrap();
+        c.node_mut(leader).kill9();
+        // The follower still takes the dead node for the leader: its relay
+        // is refused until a new leader is elected.
+        let start = Instant::now();
+        let mut r = tonic::Request::new(load_req(global("k")));
+        r.set_timeout(Duration::from_secs(5));
+        let got = via_follower.load(r).await;
+        let took = start.elapsed();
+        println!("load via {follower} after leader {leader} died: {got:?} after {took:?}");
+        assert_eq!(&got.expect("the relayed load").into_inner().value[..], b"v");
+    })
+    .await;
+}
