@@ -112,6 +112,12 @@ impl Node {
                 Err(RelayError::NotSent(why)) => why,
                 // A read changes nothing: try the leader again.
                 Err(RelayError::Lost(why)) if matches!(req, Request::Load(_)) => why,
+                Err(RelayError::Lost(why)) if Instant::now() >= deadline => {
+                    return Err(ApiError::Timeout(format!(
+                        "the write was not confirmed by leader {leader} before the deadline; it \
+                         may or may not have been applied ({why})"
+                    )))
+                }
                 Err(RelayError::Lost(why)) => {
                     return Err(ApiError::Unavailable(format!(
                         "{OUTCOME_UNKNOWN}: the connection to leader {leader} broke while the \
@@ -428,13 +434,24 @@ enum RelayError {
 impl RelayError {
     /// Classifies a failed relay by what the status carries: the serving
     /// node marks its own answers ([`ANSWERED_KEY`]) and its "not the
-    /// leader" refusals ([`NOT_LEADER_KEY`]); anything else came from the
-    /// transport.
+    /// leader" refusals ([`NOT_LEADER_KEY`]). An unmarked status with a
+    /// code the transport produces (a refused, reset or timed-out
+    /// connection) came from the transport; any other code can only be an
+    /// answer (e.g. NOT_FOUND from a node that does not mark its answers).
     fn of(s: &tonic::Status, leader: NodeId) -> Self {
+        use tonic::Code;
         if s.metadata().contains_key(NOT_LEADER_KEY) {
             return RelayError::NotSent(s.message().to_string());
         }
-        if s.metadata().contains_key(ANSWERED_KEY) {
+        let transport_code = matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::Unknown
+                | Code::Cancelled
+                | Code::Internal
+                | Code::DeadlineExceeded
+        );
+        if s.metadata().contains_key(ANSWERED_KEY) || !transport_code {
             return RelayError::Answered(ApiError::from_status(s));
         }
         let why = format!("leader {leader}: {}", describe(s));
@@ -506,6 +523,12 @@ mod tests {
         // The same words without the field: not a refusal to rely on.
         let words = tonic::Status::unavailable("node 1 is not the leader; retry");
         assert!(matches!(RelayError::of(&words, 1), RelayError::Lost(_)));
+        // An answer that only a node gives, even unmarked.
+        let absent = tonic::Status::not_found("no value at Global key");
+        assert!(matches!(
+            RelayError::of(&absent, 1),
+            RelayError::Answered(ApiError::NotFound(_))
+        ));
         let answered = marked(
             tonic::Status::unavailable("a message that mentions not the leader"),
             ANSWERED_KEY,
