@@ -171,6 +171,7 @@ async fn removing_a_member_while_leadership_moves_leaves_its_id_reusable() {
         );
         proxies[y as usize].delay_replies(Duration::ZERO);
         let leader = c.leader(Duration::from_secs(10)).await;
+        assert_eq!(leader, y, "leadership did not move during the removal");
         // Finish the removal if it was cut short (NOT_FOUND: it is done).
         let s = c.node(leader).status().await.unwrap();
         if s.members.iter().any(|m| m.id == x) {
