@@ -818,3 +818,158 @@ async fn a_node_that_lost_its_data_refuses_to_rejoin_and_can_be_replaced() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn node_0_that_lost_its_data_waits_and_can_be_replaced() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let mut cl = c.node(0).client().await;
+        for i in 0..10 {
+            cl.save(save_req(global(&format!("k{i}")), b"v", 600))
+                .await
+                .unwrap();
+        }
+        // Wait until every member's incarnation is on record.
+        converged(&c, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // Node 0 (the bootstrapper) loses its data while its peers are too
+        // slow to answer: it must not take their silence for "no log".
+        c.node_mut(0).kill9();
+        std::fs::remove_dir_all(&c.node(0).data_dir).unwrap();
+        c.node(1).signal(Signal::SIGSTOP);
+        c.node(2).signal(Signal::SIGSTOP);
+        let earlier = std::fs::read(&c.node(0).log).unwrap().len();
+        c.node_mut(0).start();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let log =
+            String::from_utf8_lossy(&std::fs::read(&c.node(0).log).unwrap()[earlier..]).to_string();
+        assert!(
+            !log.contains("initializing a new cluster"),
+            "node 0 initialized a second cluster because its peers did not answer:\n{log}"
+        );
+        c.node(1).signal(Signal::SIGCONT);
+        c.node(2).signal(Signal::SIGCONT);
+
+        // Once they answer, it finds the cluster and waits to be added.
+        let leader = c.leader(Duration::from_secs(10)).await;
+        assert_ne!(leader, 0);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Some(status) = c.node_mut(0).exited() {
+            panic!(
+                "node 0 exited ({status}) instead of waiting to be replaced:\n{}",
+                c.node(0).log_tail()
+            );
+        }
+        let s = c.node(0).status().await.unwrap();
+        assert_eq!(s.last_log_index, None, "{s:?}");
+
+        // Replace it like any other node: remove, add back, promote.
+        let mut admin = c.node(leader).admin().await;
+        admin
+            .remove(eventstore::proto::peer::NodeRequest { node_id: 0 })
+            .await
+            .unwrap();
+        let mut r = tonic::Request::new(eventstore::proto::peer::AddLearnerRequest {
+            node_id: 0,
+            addr: c.node(0).peer_addr(),
+        });
+        r.set_timeout(Duration::from_secs(15));
+        admin.add_learner(r).await.unwrap();
+        admin
+            .promote(eventstore::proto::peer::NodeRequest { node_id: 0 })
+            .await
+            .unwrap();
+        c.node(0).wait_ready(Duration::from_secs(30)).await;
+        let mut fc = c.node(0).client().await;
+        for i in 0..10 {
+            fc.load(load_req(global(&format!("k{i}")))).await.unwrap();
+        }
+        let s = c.node(leader).status().await.unwrap();
+        assert_eq!(s.members.iter().filter(|m| m.voter).count(), 3, "{s:?}");
+        converged(&c, Duration::from_secs(30)).await;
+        // And it restarts with its new data like any member.
+        c.node_mut(0).kill9();
+        c.node_mut(0).start();
+        c.node(0).wait_ready(Duration::from_secs(30)).await;
+    })
+    .await;
+}
+
+/// Starts a fourth node and adds it as a learner: it follows the leader
+/// (and relays to it) but never votes or campaigns.
+async fn add_learner_node(c: &mut Cluster) -> u64 {
+    let mut ids_ports: BTreeMap<u64, u16> = c.nodes.iter().map(|n| (n.id, n.peer_port)).collect();
+    let (id, p, pp) = (3u64, free_port(), free_port());
+    ids_ports.insert(id, pp);
+    let flag = Cluster::peers_flag(&ids_ports);
+    let mut s = Server::new(id, p, pp, c.dir.path(), Some(&flag), &[]);
+    s.start();
+    c.nodes.push(s);
+    let leader = c.leader(Duration::from_secs(10)).await;
+    c.node(leader)
+        .admin()
+        .await
+        .add_learner(eventstore::proto::peer::AddLearnerRequest {
+            node_id: id,
+            addr: format!("127.0.0.1:{pp}"),
+        })
+        .await
+        .unwrap();
+    c.node(id).wait_ready(Duration::from_secs(30)).await;
+    id
+}
+
+#[tokio::test]
+async fn a_definite_refusal_from_the_leader_stays_definite_when_relayed() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let learner = add_learner_node(&mut c).await;
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let voters: Vec<u64> = (0..3).filter(|i| *i != leader).collect();
+        for v in voters {
+            c.node_mut(v).kill9();
+        }
+        // Past its lease the leader knows it has no quorum and refuses
+        // writes before proposing them; the learner still follows it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut via_learner = c.node(learner).client().await;
+        let mut r = tonic::Request::new(save_req(global("k"), b"v", 60));
+        r.set_timeout(Duration::from_secs(3));
+        let st = via_learner.save(r).await.unwrap_err();
+        println!("relayed refusal: {:?}: {}", st.code(), st.message());
+        assert_eq!(st.code(), Code::Unavailable, "{st:?}");
+        assert!(
+            !st.message().starts_with(eventstore::api::OUTCOME_UNKNOWN),
+            "the leader's definite refusal was relabelled: {st:?}"
+        );
+        assert!(st.message().contains("nothing was applied"), "{st:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_relayed_load_is_retried_on_the_new_leader_after_the_old_one_died() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let follower = (0..3).find(|i| *i != leader).unwrap();
+        let mut via_follower = c.node(follower).client().await;
+        via_follower
+            .save(save_req(global("k"), b"v", 600))
+            .await
+            .unwrap();
+        via_follower.load(load_req(global("k"))).await.unwrap();
+        c.node_mut(leader).kill9();
+        // The follower still takes the dead node for the leader: its relay
+        // is refused until a new leader is elected.
+        let start = Instant::now();
+        let mut r = tonic::Request::new(load_req(global("k")));
+        r.set_timeout(Duration::from_secs(5));
+        let got = via_follower.load(r).await;
+        let took = start.elapsed();
+        println!("load via {follower} after leader {leader} died: {got:?} after {took:?}");
+        assert_eq!(&got.expect("the relayed load").into_inner().value[..], b"v");
+    })
+    .await;
+}

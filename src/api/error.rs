@@ -7,6 +7,16 @@ use tonic::{Code, Status};
 /// fault suite's checker treat such a write as indeterminate.
 pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 
+/// Metadata key on a relayed request's error that says "this node is not
+/// the leader; nothing was proposed": the relaying node tries the leader
+/// again. Peers read this key, never the message text.
+pub const NOT_LEADER_KEY: &str = "eventstore-not-leader";
+
+/// Metadata key on every error the `Forward` service answers with: the
+/// status is the serving node's own answer, not a transport failure on the
+/// way to it, so the relaying node passes it on unchanged.
+pub const ANSWERED_KEY: &str = "eventstore-answered";
+
 /// A failed request, as the client will see it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +41,11 @@ pub enum ApiError {
     /// A storage or internal failure (INTERNAL).
     #[error("{0}")]
     Internal(String),
+    /// A relayed request reached a node that is not the leader, which
+    /// refused it before proposing anything (UNAVAILABLE, with
+    /// [`NOT_LEADER_KEY`]). Only peers see it: they try the leader again.
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 impl ApiError {
@@ -40,7 +55,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::TooLarge(_) => Code::ResourceExhausted,
-            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Unavailable(_) | ApiError::NotLeader(_) => Code::Unavailable,
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Internal(_) => Code::Internal,
         }
@@ -49,6 +64,9 @@ impl ApiError {
     /// Rebuilds an error from a status (used when relaying a forwarded answer).
     pub fn from_status(s: &Status) -> Self {
         let msg = s.message().to_string();
+        if s.metadata().contains_key(NOT_LEADER_KEY) {
+            return ApiError::NotLeader(msg);
+        }
         match s.code() {
             Code::InvalidArgument => ApiError::InvalidArgument(msg),
             Code::NotFound => ApiError::NotFound(msg),
@@ -62,6 +80,13 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        Status::new(e.code(), e.to_string())
+        let mut status = Status::new(e.code(), e.to_string());
+        if matches!(e, ApiError::NotLeader(_)) {
+            status.metadata_mut().insert(
+                NOT_LEADER_KEY,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
     }
 }

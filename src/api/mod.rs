@@ -8,6 +8,6 @@ pub mod handler;
 pub mod request;
 pub mod service;
 
-pub use error::{ApiError, OUTCOME_UNKNOWN};
+pub use error::{ApiError, ANSWERED_KEY, NOT_LEADER_KEY, OUTCOME_UNKNOWN};
 pub use handler::{Handler, Reply, Request};
 pub use request::Op;

@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::deadline::deadline_of;
+use super::error::ANSWERED_KEY;
 use super::handler::{Handler, Reply, Request as NodeRequest};
 use crate::proto::peer::forward_server::Forward;
 use crate::proto::protob::event_store_server::EventStore;
@@ -59,7 +61,18 @@ impl<H: Handler> EventStoreService<H> {
         let reply = self
             .node
             .handle(wrap(req.into_inner()), deadline, self.relayed)
-            .await?;
+            .await
+            .map_err(|e| {
+                let mut status = Status::from(e);
+                if self.relayed {
+                    // Tells the relaying node that this is an answer, not
+                    // a failure of the connection.
+                    status
+                        .metadata_mut()
+                        .insert(ANSWERED_KEY, MetadataValue::from_static("1"));
+                }
+                status
+            })?;
         R::from_reply(reply)
             .map(Response::new)
             .ok_or_else(|| Status::internal("the node answered with a reply of another kind"))

@@ -5,12 +5,16 @@
 //! - [`node`]: request routing (serve on the leader or relay to it);
 //! - [`peer`]: the services on the peer port (Raft RPCs, admin);
 //! - [`expiry`]: the purger that turns expired values into log entries;
-//! - [`registrar`]: records each member's data-directory incarnation.
+//! - [`registrar`]: records each member's data-directory incarnation;
+//! - [`vote_guard`]: keeps a node that just started out of elections;
+//! - [`bootstrap`]: forms the cluster on its very first start.
 
+pub mod bootstrap;
 pub mod expiry;
 pub mod node;
 pub mod peer;
 pub mod registrar;
+pub mod vote_guard;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,21 +27,22 @@ use anyhow::{bail, Context};
 use openraft::async_runtime::WatchReceiver;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::api::service::EventStoreService;
 use crate::config::{DefaultTtls, ExpirySettings, Limits, RaftSettings};
-use crate::proto::peer::admin_client::AdminClient;
 use crate::proto::peer::admin_server::AdminServer;
 use crate::proto::peer::forward_server::ForwardServer;
 use crate::proto::peer::raft_peer_server::RaftPeerServer;
 use crate::proto::protob::event_store_server::EventStoreServer;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Channels, Network, Observed, SnapshotTransfer};
-use crate::raft::types::{Node as RaftNode, NodeId, Raft};
+use crate::raft::types::{NodeId, Raft};
 use crate::store::{Keyspace, StateMachine};
 use node::Node;
+use vote_guard::VoteGuard;
 
 /// How long a stopping node waits for open connections to finish.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -82,6 +87,9 @@ fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
         // A node back from a partition first asks whether it could win, so
         // it does not force an election on a healthy leader.
         enable_pre_vote: Some(true),
+        // A node that just started stays out of elections until its vote
+        // guard has passed (see `vote_guard`).
+        enable_elect: false,
         ..Default::default()
     };
     config.validate().context("invalid Raft settings")
@@ -91,6 +99,7 @@ fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
 /// leader first hands leadership to a caught-up voter, in-flight requests
 /// finish, Raft stops, and the database is closed.
 pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let vote_guard = VoteGuard::new(Instant::now(), cfg.raft.election_timeout_max);
     let Some(own_addr) = cfg.peers.get(&cfg.node_id).cloned() else {
         bail!(
             "--peers does not list this node's id {} (it lists {:?})",
@@ -179,7 +188,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 let _ = stop.wait_for(|s| *s).await;
             })
     };
-    let peer = peer::PeerService::new(node.clone(), snapshot_dir);
+    let peer = peer::PeerService::new(node.clone(), snapshot_dir, vote_guard);
     let peer_server = {
         let mut stop = stop_rx.clone();
         tonic::transport::Server::builder()
@@ -208,8 +217,19 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         "eventstore node started"
     );
 
-    bootstrap(&raft, &cfg, had_state, &own_addr).await?;
-
+    let bootstrapper = tokio::spawn(bootstrap::run(
+        raft.clone(),
+        cfg.clone(),
+        had_state,
+        own_addr,
+        stop_rx.clone(),
+    ));
+    let elections = tokio::spawn(vote_guard::release_elections(
+        raft.clone(),
+        cfg.node_id,
+        vote_guard,
+        stop_rx.clone(),
+    ));
     let purger = tokio::spawn(expiry::run_purger(node.clone(), stop_rx.clone()));
     let registrar = tokio::spawn(registrar::run_registrar(node.clone(), stop_rx.clone()));
     let health_task = tokio::spawn(report_health(raft.clone(), health, stop_rx.clone()));
@@ -247,6 +267,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
             }
         }
     }
+    let _ = bootstrapper.await;
+    let _ = elections.await;
     let _ = purger.await;
     let _ = registrar.await;
     let _ = health_task.await;
@@ -277,72 +299,6 @@ async fn raft_stopped(raft: Raft) -> String {
             return "the Raft core exited".into();
         }
     }
-}
-
-/// First start with an empty data directory: the lowest id in `--peers`
-/// initializes the cluster with every listed voter; the others wait to be
-/// contacted. A node with existing state never initializes again.
-async fn bootstrap(
-    raft: &Raft,
-    cfg: &ServeConfig,
-    had_state: bool,
-    own_addr: &str,
-) -> anyhow::Result<()> {
-    if had_state {
-        tracing::info!("existing Raft state found; rejoining");
-        return Ok(());
-    }
-    let lowest = cfg.peers.keys().next().copied();
-    if lowest != Some(cfg.node_id) {
-        tracing::info!(
-            bootstrapper = ?lowest,
-            "empty data directory; waiting for the cluster to contact this node"
-        );
-        return Ok(());
-    }
-    // An empty data directory on the bootstrapping node is either a new
-    // cluster or a node that lost its data. Peers that already hold a log
-    // tell them apart: then initializing again would split the cluster.
-    for (id, addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.node_id) {
-        if let Some(last) = peer_log_index(addr).await {
-            bail!(
-                "this node's data directory is empty, but peer {id} ({addr}) already holds a \
-                 Raft log up to index {last}: this node lost its data. It will not initialize a \
-                 second cluster or rejoin as the voter it was; replace it as described in the \
-                 README (Replacing a node)"
-            );
-        }
-    }
-    let members: BTreeMap<NodeId, RaftNode> = cfg
-        .peers
-        .iter()
-        .map(|(id, addr)| (*id, RaftNode::new(addr)))
-        .collect();
-    tracing::info!(?members, own_addr, "initializing a new cluster");
-    match raft.initialize(members).await {
-        Ok(()) => Ok(()),
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::InitializeError::NotAllowed(e),
-        )) => {
-            tracing::info!(error = %e, "cluster already initialized");
-            Ok(())
-        }
-        Err(e) => Err(anyhow::anyhow!("initializing the cluster failed: {e}")),
-    }
-}
-
-/// The last log index a peer reports, if it answers and has a log.
-async fn peer_log_index(addr: &str) -> Option<u64> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .ok()?;
-    let mut req = tonic::Request::new(crate::proto::peer::StatusRequest {});
-    req.set_timeout(Duration::from_secs(1));
-    let status = AdminClient::new(ch).status(req).await.ok()?.into_inner();
-    status.last_log_index
 }
 
 /// On a leader that is stopping, hands leadership to the most caught-up

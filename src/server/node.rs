@@ -10,9 +10,12 @@
 //!   and the leader's answer is returned. During an election the follower
 //!   waits, within the request's deadline, for a leader to appear.
 //!
-//! A relay is retried only when the other node answered that it is not the
-//! leader, which it does before proposing anything, so a retry can never
-//! apply a write twice.
+//! A relay is tried again only when nothing can have taken effect: the
+//! other node answered that it is not the leader (a structured field, which
+//! it sends before proposing anything), the leader's address is not known
+//! yet, or the connection was refused. A Load is also tried again when the
+//! connection broke, since a read changes nothing. Every other answer of
+//! the leader is passed on as it is: a definite refusal stays definite.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +25,7 @@ use openraft::LinearizerOption;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::api::error::{ApiError, OUTCOME_UNKNOWN};
+use crate::api::error::{ApiError, ANSWERED_KEY, NOT_LEADER_KEY, OUTCOME_UNKNOWN};
 use crate::api::handler::{Handler, Reply, Request};
 use crate::api::request::Op;
 use crate::config::{DefaultTtls, ExpirySettings, Limits};
@@ -31,15 +34,6 @@ use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
 use crate::raft::network::{Channels, Observed};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 use crate::store::{Applied, Command, Keyspace};
-
-/// Message prefix a node uses when it refuses a relayed request because it
-/// is not the leader; the relaying node then retries with the new leader.
-pub const NOT_LEADER: &str = "not the leader";
-
-/// Message fragment used when the leader's address is not known yet (a new
-/// node that has not received the membership): nothing was sent, so the
-/// request is retried.
-const NO_ADDRESS: &str = "address not known";
 
 /// Everything a node needs to serve requests. Cheap to share behind an `Arc`.
 pub struct Node {
@@ -98,8 +92,8 @@ impl Node {
                 Err(Local::Failed(e)) => return Err(e),
                 Err(Local::NotLeader(hint)) => {
                     if relayed {
-                        return Err(ApiError::Unavailable(format!(
-                            "node {} is {NOT_LEADER}; retry",
+                        return Err(ApiError::NotLeader(format!(
+                            "node {} is not the leader; retry",
                             self.id
                         )));
                     }
@@ -112,20 +106,31 @@ impl Node {
             if leader == self.id {
                 continue;
             }
-            match self.relay(leader, &req, deadline).await {
-                Err(ApiError::Unavailable(m))
-                    if m.contains(NOT_LEADER) || m.contains(NO_ADDRESS) =>
-                {
-                    // The target refused before proposing anything: safe to retry.
-                    if Instant::now() >= deadline {
-                        return Err(ApiError::Unavailable(format!(
-                            "no leader could serve the request before its deadline: {m}"
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+            let why = match self.relay(leader, &req, deadline).await {
+                Ok(reply) => return Ok(reply),
+                Err(RelayError::Answered(e)) => return Err(e),
+                Err(RelayError::NotSent(why)) => why,
+                // A read changes nothing: try the leader again.
+                Err(RelayError::Lost(why)) if matches!(req, Request::Load(_)) => why,
+                Err(RelayError::Lost(why)) if Instant::now() >= deadline => {
+                    return Err(ApiError::Timeout(format!(
+                        "the write was not confirmed by leader {leader} before the deadline; it \
+                         may or may not have been applied ({why})"
+                    )))
                 }
-                other => return other,
+                Err(RelayError::Lost(why)) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "{OUTCOME_UNKNOWN}: the connection to leader {leader} broke while the \
+                         request was in flight ({why})"
+                    )))
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(ApiError::Unavailable(format!(
+                    "no leader could serve the request before its deadline: {why}"
+                )));
             }
+            tokio::time::sleep(RELAY_RETRY).await;
         }
     }
 
@@ -349,14 +354,15 @@ impl Node {
         m.membership().get_node(&node).map(|n| n.addr.clone())
     }
 
-    fn forward_client(&self, leader: NodeId) -> Result<ForwardClient<Channel>, ApiError> {
-        let addr = self
-            .peer_addr(leader)
-            .ok_or_else(|| ApiError::Unavailable(format!("leader {leader}: {NO_ADDRESS} yet")))?;
-        let ch = self
-            .channels
-            .get(&addr)
-            .map_err(|e| ApiError::Unavailable(format!("bad leader address {addr}: {e}")))?;
+    fn forward_client(&self, leader: NodeId) -> Result<ForwardClient<Channel>, RelayError> {
+        let addr = self.peer_addr(leader).ok_or_else(|| {
+            RelayError::NotSent(format!("the address of leader {leader} is not known yet"))
+        })?;
+        let ch = self.channels.get(&addr).map_err(|e| {
+            RelayError::Answered(ApiError::Unavailable(format!(
+                "bad leader address {addr}: {e}"
+            )))
+        })?;
         Ok(ForwardClient::new(ch)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
@@ -367,7 +373,7 @@ impl Node {
         leader: NodeId,
         req: &Request,
         deadline: Instant,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, RelayError> {
         let mut client = self.forward_client(leader)?;
         let timeout = deadline.saturating_duration_since(Instant::now());
         fn with_timeout<T>(msg: T, t: Duration) -> tonic::Request<T> {
@@ -389,15 +395,7 @@ impl Node {
                 .await
                 .map(|r| Reply::Delete(r.into_inner())),
         };
-        res.map_err(|s| match s.code() {
-            // A transport failure: we cannot know whether the leader applied
-            // a write, so do not retry it here.
-            code if is_transport_failure(code, s.message()) => ApiError::Unavailable(format!(
-                "{OUTCOME_UNKNOWN}: could not reach leader {leader} ({})",
-                s.message()
-            )),
-            _ => ApiError::from_status(&s),
-        })
+        res.map_err(|s| RelayError::of(&s, leader))
     }
 }
 
@@ -416,20 +414,80 @@ impl Handler for Node {
     }
 }
 
-/// Whether a relay failed in the transport (connection refused, reset or
-/// lost) rather than with an answer from the leader.
-fn is_transport_failure(code: tonic::Code, message: &str) -> bool {
-    if message.contains(NOT_LEADER) {
-        return false;
-    }
-    match code {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => true,
-        // h2 reports a reset or broken connection as INTERNAL.
-        tonic::Code::Internal => {
-            message.contains("h2 protocol error") || message.contains("transport error")
+/// Pause before relaying again after a relay that can be retried.
+const RELAY_RETRY: Duration = Duration::from_millis(20);
+
+/// Why a relay to the leader failed.
+#[derive(Debug)]
+enum RelayError {
+    /// Nothing can have taken effect: the other node answered that it is
+    /// not the leader, the leader's address is not known yet, or the
+    /// connection was refused. Safe to send again.
+    NotSent(String),
+    /// The connection failed after the request may have reached the
+    /// leader: a write may or may not have been applied.
+    Lost(String),
+    /// The leader's own answer, passed on unchanged.
+    Answered(ApiError),
+}
+
+impl RelayError {
+    /// Classifies a failed relay by what the status carries: the serving
+    /// node marks its own answers ([`ANSWERED_KEY`]) and its "not the
+    /// leader" refusals ([`NOT_LEADER_KEY`]). An unmarked status with a
+    /// code the transport produces (a refused, reset or timed-out
+    /// connection) came from the transport; any other code can only be an
+    /// answer (e.g. NOT_FOUND from a node that does not mark its answers).
+    fn of(s: &tonic::Status, leader: NodeId) -> Self {
+        use tonic::Code;
+        if s.metadata().contains_key(NOT_LEADER_KEY) {
+            return RelayError::NotSent(s.message().to_string());
         }
-        _ => false,
+        let transport_code = matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::Unknown
+                | Code::Cancelled
+                | Code::Internal
+                | Code::DeadlineExceeded
+        );
+        if s.metadata().contains_key(ANSWERED_KEY) || !transport_code {
+            return RelayError::Answered(ApiError::from_status(s));
+        }
+        let why = format!("leader {leader}: {}", describe(s));
+        if connection_refused(s) {
+            RelayError::NotSent(why)
+        } else {
+            RelayError::Lost(why)
+        }
     }
+}
+
+/// Whether the status reports a connection that could not be opened, so
+/// the request was never sent.
+fn connection_refused(s: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A status's message with the errors that caused it.
+fn describe(s: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// Why a request could not be served on this node.
@@ -439,4 +497,81 @@ pub enum Local {
     NotLeader(Option<NodeId>),
     /// The request failed for good.
     Failed(ApiError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    fn marked(mut s: tonic::Status, key: &'static str) -> tonic::Status {
+        s.metadata_mut()
+            .insert(key, MetadataValue::from_static("1"));
+        s
+    }
+
+    #[test]
+    fn not_the_leader_is_read_from_its_field_not_from_the_message() {
+        let refusal = marked(
+            tonic::Status::unavailable("node 1 is not the leader; retry"),
+            NOT_LEADER_KEY,
+        );
+        assert!(matches!(
+            RelayError::of(&refusal, 1),
+            RelayError::NotSent(_)
+        ));
+        // The same words without the field: not a refusal to rely on.
+        let words = tonic::Status::unavailable("node 1 is not the leader; retry");
+        assert!(matches!(RelayError::of(&words, 1), RelayError::Lost(_)));
+        // An answer that only a node gives, even unmarked.
+        let absent = tonic::Status::not_found("no value at Global key");
+        assert!(matches!(
+            RelayError::of(&absent, 1),
+            RelayError::Answered(ApiError::NotFound(_))
+        ));
+        let answered = marked(
+            tonic::Status::unavailable("a message that mentions not the leader"),
+            ANSWERED_KEY,
+        );
+        assert!(matches!(
+            RelayError::of(&answered, 1),
+            RelayError::Answered(ApiError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn a_definite_answer_of_the_leader_is_passed_on_unchanged() {
+        let msg = "leader 0 cannot reach a quorum of voters; nothing was applied";
+        let s = marked(tonic::Status::unavailable(msg), ANSWERED_KEY);
+        match RelayError::of(&s, 0) {
+            RelayError::Answered(ApiError::Unavailable(m)) => assert_eq!(m, msg),
+            other => panic!("{other:?}"),
+        }
+        let unknown = format!("{OUTCOME_UNKNOWN}: leadership moved");
+        let s = marked(tonic::Status::unavailable(unknown.clone()), ANSWERED_KEY);
+        match RelayError::of(&s, 0) {
+            RelayError::Answered(ApiError::Unavailable(m)) => assert_eq!(m, unknown),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_means_the_request_was_not_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let ch = Channels::default()
+            .get(&format!("127.0.0.1:{port}"))
+            .unwrap();
+        let s = ForwardClient::new(ch)
+            .load(crate::proto::protob::LoadRequest { location: None })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(RelayError::of(&s, 0), RelayError::NotSent(_)),
+            "{}",
+            describe(&s)
+        );
+    }
 }

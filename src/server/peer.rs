@@ -7,21 +7,22 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::ChangeMembers;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::node::{Local, Node};
+use super::node::Node;
+use super::vote_guard::VoteGuard;
 use crate::proto::peer::admin_server::Admin;
 use crate::proto::peer::raft_peer_server::RaftPeer;
 use crate::proto::peer::{
-    AddLearnerRequest, Member, MembershipResponse, NodeRequest, RaftPayload, SnapshotChunk,
-    StatusRequest, StatusResponse,
+    AddLearnerRequest, LogStateResponse, Member, MembershipResponse, NodeRequest, RaftPayload,
+    SnapshotChunk, StatusRequest, StatusResponse,
 };
 use crate::raft::network::decode_snapshot_header;
 use crate::raft::types::{Node as RaftNode, TypeConfig};
 use crate::store::snapshot::{bincode_decode, bincode_encode, incoming_path};
-use crate::store::Command;
 
 /// Serves all three peer services for one node.
 #[derive(Clone)]
@@ -29,16 +30,51 @@ pub struct PeerService {
     node: Arc<Node>,
     snapshot_dir: std::path::PathBuf,
     lost_data_reported: Arc<std::sync::atomic::AtomicBool>,
+    vote_guard: VoteGuard,
 }
 
 impl PeerService {
-    /// Creates the service; received snapshots are staged in `snapshot_dir`.
-    pub fn new(node: Arc<Node>, snapshot_dir: std::path::PathBuf) -> Self {
+    /// Creates the service; received snapshots are staged in `snapshot_dir`;
+    /// votes are refused while `vote_guard` holds.
+    pub fn new(node: Arc<Node>, snapshot_dir: std::path::PathBuf, vote_guard: VoteGuard) -> Self {
         PeerService {
             node,
             snapshot_dir,
             lost_data_reported: Arc::default(),
+            vote_guard,
         }
+    }
+
+    /// Serves a vote or pre-vote request: refused without asking openraft
+    /// while the vote guard holds (this node started less than one maximum
+    /// election timeout ago), otherwise answered by `handler`.
+    async fn answer_vote<F, Fut>(
+        &self,
+        kind: &str,
+        req: Request<RaftPayload>,
+        handler: F,
+    ) -> Result<Response<RaftPayload>, Status>
+    where
+        F: FnOnce(crate::raft::types::Raft, VoteRequest<TypeConfig>) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<VoteResponse<TypeConfig>, openraft::error::RaftError<TypeConfig>>,
+        >,
+    {
+        if !self.vote_guard.refusing() {
+            return self.answer(req, handler).await;
+        }
+        let rpc: VoteRequest<TypeConfig> = self.decode(req.get_ref())?;
+        tracing::info!(
+            candidate = %rpc.vote,
+            remaining = ?self.vote_guard.remaining(),
+            "refusing a {kind} request: this node started less than one maximum election \
+             timeout ago"
+        );
+        // A rejection, as openraft gives while a leader lease holds: the
+        // candidate counts no grant from this node. It carries this node's
+        // vote, so a candidate behind this node's term catches up.
+        let vote = self.node.raft.metrics().borrow_watched().vote;
+        self.reply(&VoteResponse::<TypeConfig>::new(vote, None, false))
     }
 
     /// Refuses messages meant for another node id, and messages from a
@@ -56,9 +92,9 @@ impl PeerService {
             let msg = format!(
                 "node {} was a cluster member with incarnation {expected_incarnation:x}, but its \
                  data directory is new (incarnation {:x}): its data was lost. It refuses to \
-                 rejoin as the voter it was; remove it with `eventstore cluster remove`, wipe \
-                 its data directory and add it back under a new node id (see README: Replacing \
-                 a node)",
+                 rejoin as the voter it was; remove its old member with `eventstore cluster \
+                 remove`, then add it back under its id or a new one (see README: Replacing a \
+                 node)",
                 self.node.id, self.node.incarnation
             );
             if !self
@@ -133,13 +169,15 @@ fn fatal(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.answer(req, |raft, rpc| async move { raft.vote(rpc).await })
+        self.answer_vote("vote", req, |raft, rpc| async move { raft.vote(rpc).await })
             .await
     }
 
     async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.answer(req, |raft, rpc| async move { raft.pre_vote(rpc).await })
-            .await
+        self.answer_vote("pre-vote", req, |raft, rpc| async move {
+            raft.pre_vote(rpc).await
+        })
+        .await
     }
 
     async fn append_entries(
@@ -314,6 +352,24 @@ impl Admin for PeerService {
         }))
     }
 
+    async fn log_state(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<LogStateResponse>, Status> {
+        // Asked of RaftCore itself: the metrics may not describe the log
+        // loaded from disk yet right after start-up.
+        let last_log_index = self
+            .node
+            .raft
+            .with_raft_state(|st| st.log_ids.last().map(|id| id.index))
+            .await
+            .map_err(fatal)?;
+        Ok(Response::new(LogStateResponse {
+            node_id: self.node.id,
+            last_log_index,
+        }))
+    }
+
     async fn add_learner(
         &self,
         req: Request<AddLearnerRequest>,
@@ -368,23 +424,15 @@ impl Admin for PeerService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
+        // Applying the configuration that drops the member also drops its
+        // incarnation from the record (see the state machine), in the same
+        // log entry: the id can be given to a new, empty node, whichever
+        // leader commits the change.
         self.node
             .raft
             .change_membership(change, false)
             .await
             .map_err(write_err)?;
-        // The removed member's incarnation is no longer needed: dropping it
-        // lets the id be given to a new, empty node later.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        self.node
-            .write(Command::Forget { node: id }, deadline)
-            .await
-            .map_err(|e| match e {
-                Local::NotLeader(_) => {
-                    Status::unavailable("leadership changed during the removal; run it again")
-                }
-                Local::Failed(e) => Status::from(e),
-            })?;
         self.membership_reply().await
     }
 

@@ -42,6 +42,9 @@ pub enum Command {
     },
     /// Drop the incarnation on record for a member that was removed from
     /// the cluster, so that the id can be given to a new, empty node.
+    ///
+    /// No longer proposed: applying a membership change now forgets the
+    /// members it drops. Kept so that logs holding such entries still apply.
     Forget {
         /// The removed member's node id.
         node: u64,

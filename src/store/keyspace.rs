@@ -195,6 +195,36 @@ impl Keyspace {
         }
     }
 
+    /// Adds writes that drop the incarnation record of every member not in
+    /// `members`; returns how many records it drops. Applied with each
+    /// membership change, so removing a member and forgetting its
+    /// incarnation are one log entry.
+    pub fn forget_members_except(
+        &self,
+        batch: &mut WriteBatch,
+        members: &std::collections::BTreeSet<u64>,
+    ) -> Result<u32, KeyspaceError> {
+        let data = cf(&self.db, CF_DATA);
+        let prefix = member_key_prefix();
+        let mut dropped = 0;
+        for item in self
+            .db
+            .iterator_cf(data, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let node =
+                decode_u64(&k[prefix.len()..]).ok_or(KeyspaceError::Corrupt("member key"))?;
+            if !members.contains(&node) {
+                batch.delete_cf(data, &k);
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Visits every stored record (expired ones included) in key order, from
     /// a consistent point-in-time view.
     pub fn for_each(
@@ -294,9 +324,13 @@ const SYSTEM_TAG: u8 = 0;
 /// The record of a member's incarnation. It never expires, so it is not in
 /// the expiry index.
 fn member_key(node: u64) -> Vec<u8> {
-    let mut k = vec![SYSTEM_TAG, b'm'];
+    let mut k = member_key_prefix();
     k.extend_from_slice(&node.to_be_bytes());
     k
+}
+
+fn member_key_prefix() -> Vec<u8> {
+    vec![SYSTEM_TAG, b'm']
 }
 
 fn expiry_key(deadline_ms: u64, key: &[u8]) -> Vec<u8> {

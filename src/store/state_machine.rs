@@ -4,6 +4,7 @@
 //!
 //! It knows nothing of gRPC: it sees [`Command`]s and returns [`Applied`]s.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions};
 
-use super::command::Applied;
+use super::command::{Applied, Command};
 use super::db::{cf, CF_SM_META};
 use super::keyspace::{Keyspace, META_CLOCK};
 use super::snapshot::{
@@ -78,6 +79,14 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// Whether `node` is in the last membership this state machine applied.
+    fn is_member(&self, node: u64) -> io::Result<bool> {
+        let membership: Option<StoredMembership> = self.read_meta(META_MEMBERSHIP)?;
+        Ok(membership.is_some_and(|m| m.membership().get_node(&node).is_some()))
+    }
+}
+
 fn synced() -> WriteOptions {
     let mut o = WriteOptions::default();
     o.set_sync(true);
@@ -137,6 +146,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut batch = WriteBatch::default();
             let result = match &entry.payload {
                 EntryPayload::Blank => Applied::Nothing,
+                // An incarnation is recorded only for a current member: a
+                // Register proposed just before its member was removed
+                // must not block the id for good.
+                EntryPayload::Normal(Command::Register { node, .. })
+                    if !self.is_member(*node)? =>
+                {
+                    Applied::Registered { recorded: false }
+                }
                 EntryPayload::Normal(cmd) => {
                     let (result, clock) = self.keyspace.apply(&mut batch, cmd, self.clock)?;
                     self.clock = clock;
@@ -145,6 +162,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     batch.put_cf(meta, META_MEMBERSHIP, bincode_encode(&stored)?);
+                    // Members this configuration drops lose their recorded
+                    // incarnation in the same write, so their ids can be
+                    // given to new, empty nodes.
+                    let members: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
+                    self.keyspace.forget_members_except(&mut batch, &members)?;
                     Applied::Nothing
                 }
             };

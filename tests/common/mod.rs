@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -73,13 +75,18 @@ impl Server {
             format!("127.0.0.1:{peer_port}"),
             "--data-dir".into(),
             data_dir.display().to_string(),
-            "--heartbeat-ms".into(),
-            "100".into(),
-            "--election-timeout-min-ms".into(),
-            "400".into(),
-            "--election-timeout-max-ms".into(),
-            "800".into(),
         ];
+        // Fast Raft timing, unless `extra` sets its own.
+        for (flag, value) in [
+            ("--heartbeat-ms", "100"),
+            ("--election-timeout-min-ms", "400"),
+            ("--election-timeout-max-ms", "800"),
+        ] {
+            if !extra.contains(&flag) {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        }
         if let Some(p) = peers {
             args.push("--peers".into());
             args.push(p.to_string());
@@ -120,6 +127,13 @@ impl Server {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The exit status, if the process was started and has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL, then reap.

@@ -332,10 +332,11 @@ fn never_sent(s: &Status) -> bool {
 /// - INVALID_ARGUMENT, RESOURCE_EXHAUSTED, OUT_OF_RANGE, and connection
 ///   refused (never sent) → failed.
 /// - UNAVAILABLE: a Load → failed (a read has no effect either way). A
-///   Save/Delete → failed (the server's contract: not applied), unless the
-///   message starts with "outcome unknown" (leadership moved or Raft
-///   stopped under the proposed entry, or a relay broke in transit) →
-///   indeterminate. With `--distrust-unavailable`, every UNAVAILABLE write
+///   Save/Delete answered by the server → failed (the server's contract:
+///   not applied), unless the message starts with "outcome unknown"
+///   (leadership moved or Raft stopped under the proposed entry, or a relay
+///   broke in transit) → indeterminate. One made by the client's transport
+///   after the connection broke → indeterminate. With `--distrust-unavailable`, every UNAVAILABLE write
 ///   is indeterminate. A write answered plain UNAVAILABLE that took effect
 ///   shows up as an anomaly (a read of a failed write's value).
 /// - DEADLINE_EXCEEDED, CANCELLED, the local timeout, transport errors and
@@ -369,11 +370,40 @@ pub fn classify(
                     None,
                     Some("Unavailable(outcome unknown)".into()),
                 ),
-                Code::Unavailable if kind == Kind::Load || trust_unavailable => {
+                // Only the server's own UNAVAILABLE is a definite "not
+                // applied": one the client's transport made (the status has
+                // a source: the connection broke after the request may have
+                // reached the server) says nothing about a write.
+                Code::Unavailable
+                    if kind == Kind::Load
+                        || (trust_unavailable && std::error::Error::source(&s).is_none()) =>
+                {
                     (Outcome::Failed, None, label)
                 }
                 _ => (Outcome::Indeterminate, None, label),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable_write(s: Status) -> Outcome {
+        classify(Kind::Save, Ok(Err(s)), true).0
+    }
+
+    #[test]
+    fn a_write_whose_connection_broke_is_indeterminate() {
+        let mut broke = Status::unavailable("transport error");
+        broke.set_source(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert_eq!(unavailable_write(broke), Outcome::Indeterminate);
+        // The server's own UNAVAILABLE is a definite refusal.
+        let answered = Status::unavailable("leader 0 cannot reach a quorum of voters");
+        assert_eq!(unavailable_write(answered), Outcome::Failed);
     }
 }
