@@ -33,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Serialize;
 
-use crate::check::{self, Anomaly, Kind, Op, Outcome, Timing};
+use crate::check::{Anomaly, Kind, Op, Outcome, Timing};
 use cluster::{lazy_channel, Cluster};
 use report::Row;
 use scenario::{ScenarioRun, Timings};
