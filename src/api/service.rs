@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::deadline::deadline_of;
+use super::handler::{Handler, Reply, Request as NodeRequest};
+use super::request_id::request_id_of;
 use crate::proto::peer::forward_server::Forward;
 use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
     DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
 };
-use super::deadline::deadline_of;
-use super::handler::{Handler, Reply, Request as NodeRequest};
 
 /// Client requests served by one node: directly from clients, or relayed
 /// by a follower.
@@ -56,9 +57,10 @@ impl<H: Handler> EventStoreService<H> {
         wrap: fn(T) -> NodeRequest,
     ) -> Result<Response<R>, Status> {
         let deadline = deadline_of(&req, self.node.default_timeout());
+        let request_id = request_id_of(req.metadata())?;
         let reply = self
             .node
-            .handle(wrap(req.into_inner()), deadline, self.relayed)
+            .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
             .await?;
         R::from_reply(reply)
             .map(Response::new)

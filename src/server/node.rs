@@ -10,9 +10,19 @@
 //!   and the leader's answer is returned. During an election the follower
 //!   waits, within the request's deadline, for a leader to appear.
 //!
-//! A relay is retried only when the other node answered that it is not the
-//! leader, which it does before proposing anything, so a retry can never
-//! apply a write twice.
+//! A relay is retried when the other node answered that it is not the
+//! leader, which it does before proposing anything. A write that carries a
+//! request id is also retried when its outcome is unknown (the relay broke
+//! in transit, or leadership moved under it): the state machine answers a
+//! second entry with the same id with the first one's result, so a retry
+//! never applies a write twice.
+//!
+//! Time: the leader stamps entries from its [`Timeline`] and judges expiry
+//! by `max(replicated clock, its stamp's time)`. A value it finds expired
+//! while the replicated clock has not reached its deadline is reported
+//! absent only after a purge entry stamped now has moved the replicated
+//! clock past the deadline, so no later leader, whatever its clock, serves
+//! it again.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,12 +35,15 @@ use tonic::transport::Channel;
 use crate::api::error::{ApiError, OUTCOME_UNKNOWN};
 use crate::api::handler::{Handler, Reply, Request};
 use crate::api::request::Op;
+use crate::api::request_id::REQUEST_ID_HEADER;
 use crate::config::{DefaultTtls, ExpirySettings, Limits};
 use crate::proto::peer::forward_client::ForwardClient;
 use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
 use crate::raft::network::{Channels, Observed};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
-use crate::store::{Applied, Command, Keyspace};
+use crate::store::{Applied, Command, Keyspace, Stamp};
+
+use super::clock::Timeline;
 
 /// Message prefix a node uses when it refuses a relayed request because it
 /// is not the leader; the relaying node then retries with the new leader.
@@ -68,6 +81,10 @@ pub struct Node {
     /// election timeout, during which followers refuse to elect anyone
     /// else), to absorb clock-rate drift between nodes.
     pub read_lease: Duration,
+    /// This node's prediction of the cluster time, for its stamps.
+    pub timeline: std::sync::Arc<Timeline>,
+    /// Serialises the purges that reads propose to make an expiry binding.
+    pub expiry_tick: tokio::sync::Mutex<()>,
 }
 
 /// Milliseconds since the Unix epoch by this machine's clock.
@@ -79,11 +96,18 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// Parses and serves `req`. `relayed` is true when another node relayed
-    /// it here: then it is served only if this node is the leader.
+    /// A stamp for an entry this node proposes now.
+    pub fn stamp(&self) -> Stamp {
+        self.timeline.stamp(now_ms(), std::time::Instant::now())
+    }
+
+    /// Parses and serves `req`. `request_id` is the client's request id, if
+    /// it sent one. `relayed` is true when another node relayed it here:
+    /// then it is served only if this node is the leader.
     pub async fn handle(
         &self,
         req: Request,
+        request_id: Option<String>,
         deadline: Instant,
         relayed: bool,
     ) -> Result<Reply, ApiError> {
@@ -92,8 +116,12 @@ impl Node {
             Request::Load(r) => Op::parse_load(r, &self.limits)?,
             Request::Delete(r) => Op::parse_delete(r, &self.limits)?,
         };
+        let retry_unknown = request_id.is_some() && !matches!(op, Op::Load { .. });
         loop {
-            let leader = match self.serve_locally(&op, deadline).await {
+            let leader = match self
+                .serve_locally(&op, request_id.as_deref(), deadline)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
                 Err(Local::Failed(e)) => return Err(e),
                 Err(Local::NotLeader(hint)) => {
@@ -112,7 +140,10 @@ impl Node {
             if leader == self.id {
                 continue;
             }
-            match self.relay(leader, &req, deadline).await {
+            match self
+                .relay(leader, &req, request_id.as_deref(), deadline)
+                .await
+            {
                 Err(ApiError::Unavailable(m))
                     if m.contains(NOT_LEADER) || m.contains(NO_ADDRESS) =>
                 {
@@ -124,12 +155,29 @@ impl Node {
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                // The write may have been applied, but it carries a request
+                // id: a second entry with it is answered, not applied.
+                Err(ApiError::Unavailable(m))
+                    if retry_unknown && m.starts_with(OUTCOME_UNKNOWN) =>
+                {
+                    if Instant::now() + Duration::from_millis(100) >= deadline {
+                        return Err(ApiError::Unavailable(m));
+                    }
+                    tracing::debug!(error = %m, "retrying a relayed write with its request id");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 other => return other,
             }
         }
     }
 
-    async fn serve_locally(&self, op: &Op, deadline: Instant) -> Result<Reply, Local> {
+    async fn serve_locally(
+        &self,
+        op: &Op,
+        request_id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Reply, Local> {
+        let request = request_id.map(str::to_string);
         match op {
             Op::Save {
                 location,
@@ -146,7 +194,8 @@ impl Node {
                         key: location.encode(),
                         value: value.clone(),
                         ttl_ms,
-                        stamp_ms: now_ms(),
+                        stamp: self.stamp(),
+                        request,
                     },
                     deadline,
                 )
@@ -157,6 +206,8 @@ impl Node {
                 self.write(
                     Command::Delete {
                         key: location.encode(),
+                        stamp: self.stamp(),
+                        request,
                     },
                     deadline,
                 )
@@ -165,19 +216,57 @@ impl Node {
             }
             Op::Load { location } => {
                 self.linearize(deadline).await?;
-                match self.keyspace.get(&location.encode(), now_ms()) {
-                    Ok(Some(value)) => Ok(Reply::Load(LoadResponse {
-                        value: value.into(),
-                    })),
-                    Ok(None) => Err(Local::Failed(ApiError::NotFound(format!(
+                let key = location.encode();
+                let internal = |e: crate::store::KeyspaceError| {
+                    Local::Failed(ApiError::Internal(format!("reading {location}: {e}")))
+                };
+                let not_found = || {
+                    Local::Failed(ApiError::NotFound(format!(
                         "no value at {location} (never saved, deleted, or expired)"
-                    )))),
-                    Err(e) => Err(Local::Failed(ApiError::Internal(format!(
-                        "reading {location}: {e}"
-                    )))),
+                    )))
+                };
+                let Some(stored) = self.keyspace.get_raw(&key).map_err(internal)? else {
+                    return Err(not_found());
+                };
+                let clock = self.keyspace.clock().map_err(internal)?;
+                let now = clock.max(self.stamp().time_ms());
+                if now < stored.deadline_ms {
+                    return Ok(Reply::Load(LoadResponse {
+                        value: stored.value.into(),
+                    }));
                 }
+                if stored.deadline_ms > clock {
+                    // Expired by this leader's time, not yet by the
+                    // replicated clock: make the expiry binding on every
+                    // later leader before reporting it.
+                    self.advance_clock(stored.deadline_ms, deadline).await?;
+                    let clock = self.keyspace.clock().map_err(internal)?;
+                    match self.keyspace.get_raw(&key).map_err(internal)? {
+                        Some(s) if s.deadline_ms > clock => {
+                            return Ok(Reply::Load(LoadResponse {
+                                value: s.value.into(),
+                            }))
+                        }
+                        _ => {}
+                    }
+                }
+                Err(not_found())
             }
         }
+    }
+
+    /// Proposes a purge stamped now, unless the replicated clock has
+    /// already reached `target_ms`, and waits until it is applied here.
+    async fn advance_clock(&self, target_ms: u64, deadline: Instant) -> Result<(), Local> {
+        let _one_at_a_time = self.expiry_tick.lock().await;
+        if self.keyspace.clock().unwrap_or(0) >= target_ms {
+            return Ok(());
+        }
+        let purge = Command::Purge {
+            stamp: self.stamp(),
+            limit: self.expiry.purge_batch,
+        };
+        self.write(purge, deadline).await.map(|_| ())
     }
 
     /// Proposes `cmd` and waits until it is committed and applied here.
@@ -215,7 +304,7 @@ impl Node {
             Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
                 Err(Local::Failed(ApiError::Unavailable(format!(
                     "{OUTCOME_UNKNOWN}: leadership moved away from node {} while the write was \
-                     in flight; retrying is safe",
+                     in flight; retrying with a request id is safe",
                     self.id
                 ))))
             }
@@ -366,26 +455,44 @@ impl Node {
         &self,
         leader: NodeId,
         req: &Request,
+        request_id: Option<&str>,
         deadline: Instant,
     ) -> Result<Reply, ApiError> {
         let mut client = self.forward_client(leader)?;
         let timeout = deadline.saturating_duration_since(Instant::now());
-        fn with_timeout<T>(msg: T, t: Duration) -> tonic::Request<T> {
+        // The deadline and the request id travel with the relayed request.
+        let id = match request_id.map(|id| id.parse::<tonic::metadata::AsciiMetadataValue>()) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{REQUEST_ID_HEADER} is not a valid metadata value"
+                )))
+            }
+            None => None,
+        };
+        fn with_meta<T>(
+            msg: T,
+            timeout: Duration,
+            id: &Option<tonic::metadata::AsciiMetadataValue>,
+        ) -> tonic::Request<T> {
             let mut r = tonic::Request::new(msg);
-            r.set_timeout(t);
+            r.set_timeout(timeout);
+            if let Some(id) = id {
+                r.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
+            }
             r
         }
         let res = match req.clone() {
             Request::Save(r) => client
-                .save(with_timeout(r, timeout))
+                .save(with_meta(r, timeout, &id))
                 .await
                 .map(|r| Reply::Save(r.into_inner())),
             Request::Load(r) => client
-                .load(with_timeout(r, timeout))
+                .load(with_meta(r, timeout, &id))
                 .await
                 .map(|r| Reply::Load(r.into_inner())),
             Request::Delete(r) => client
-                .delete(with_timeout(r, timeout))
+                .delete(with_meta(r, timeout, &id))
                 .await
                 .map(|r| Reply::Delete(r.into_inner())),
         };
@@ -405,10 +512,11 @@ impl Handler for Node {
     async fn handle(
         &self,
         req: Request,
+        request_id: Option<String>,
         deadline: Instant,
         relayed: bool,
     ) -> Result<Reply, ApiError> {
-        Node::handle(self, req, deadline, relayed).await
+        Node::handle(self, req, request_id, deadline, relayed).await
     }
 
     fn default_timeout(&self) -> Duration {

@@ -15,7 +15,7 @@ pub mod location;
 pub mod snapshot;
 pub mod state_machine;
 
-pub use command::{Applied, Command};
-pub use keyspace::{Keyspace, KeyspaceError};
+pub use command::{Applied, Command, Stamp, MAX_CLOCK_SKEW_MS};
+pub use keyspace::{Keyspace, KeyspaceError, SessionPolicy};
 pub use location::{Location, Scope};
-pub use state_machine::StateMachine;
+pub use state_machine::{ClockObserver, ClockSeen, StateMachine};
