@@ -1,7 +1,8 @@
 //! Request ids (`eventstore-request-id` metadata) with real `eventstore
 //! serve` processes on 127.0.0.1: a write sent again with the id of one that
 //! was applied is answered without being applied again, also when a
-//! follower relays it; a write without an id is applied every time.
+//! follower relays it; a write without an id is applied every time; the
+//! Rust client sends one with every write.
 
 mod common;
 
@@ -108,6 +109,52 @@ async fn a_malformed_request_id_is_refused() {
             assert!(st.message().contains(HEADER), "{st}");
         }
         assert_eq!(value(&mut cl, "k").await, None);
+    })
+    .await;
+}
+
+/// The Rust client (and so `eventstore client`) sends a request id with
+/// every write: a second client given the same client id reuses the first
+/// one's ids, and its first Save is taken for a retry and not applied.
+#[tokio::test]
+async fn the_rust_client_sends_a_request_id_with_every_write() {
+    use eventstore::client::Client;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::single(dir.path(), &[]);
+    s.wait_ready(Duration::from_secs(30)).await;
+    bounded(LIMIT, async {
+        let timeout = Duration::from_secs(5);
+        let a = Client::connect(&s.addr(), timeout)
+            .unwrap()
+            .with_client_id("fixed")
+            .unwrap();
+        let b = Client::connect(&s.addr(), timeout).unwrap();
+        assert_ne!(b.client_id(), "fixed");
+        a.global()
+            .save_value("k", b"from-a".to_vec(), 60)
+            .await
+            .unwrap();
+        b.global()
+            .save_value("k", b"from-b".to_vec(), 60)
+            .await
+            .unwrap();
+        // Same client id, same first sequence number: "fixed-1" again.
+        let again = Client::connect(&s.addr(), timeout)
+            .unwrap()
+            .with_client_id("fixed")
+            .unwrap();
+        again
+            .global()
+            .save_value("k", b"from-a-again".to_vec(), 60)
+            .await
+            .unwrap();
+        assert_eq!(b.global().load_value("k").await.unwrap(), b"from-b");
+        // Its next write has a new id and is applied.
+        again.global().delete_value("k").await.unwrap();
+        assert!(matches!(
+            b.global().load_value("k").await,
+            Err(eventstore::client::Error::NotFound(_))
+        ));
     })
     .await;
 }
