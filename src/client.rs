@@ -57,10 +57,13 @@ pub enum Error {
     /// The value is over the server's size limit.
     #[error("too large: {0}")]
     TooLarge(String),
-    /// No server could serve the request before the timeout.
+    /// No server could serve the request before the timeout. For a write,
+    /// an earlier attempt may have been applied (at most once: every
+    /// attempt carried the same request id).
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The timeout passed; a write may or may not have been applied.
+    /// The timeout passed; a write may or may not have been applied (at
+    /// most once).
     #[error("timed out: {0}")]
     Timeout(String),
     /// The server address is not usable.
