@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building EventStore needs on a fresh Debian/Ubuntu machine:
-# libclang (for RocksDB's bindings) and a C++ compiler. Safe to run again.
+# libclang (for RocksDB's bindings) and a C++ compiler, and what its tests
+# need: Python's venv (the wire-contract check) and libfaketime (the
+# clock-skew tests shift one node's wall clock). Safe to run again.
 set -euo pipefail
 
 need=()
@@ -14,6 +16,12 @@ if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 else
   need+=(python3 python3-venv)
+fi
+
+# tests/clock_skew.rs runs one node under libfaketime.
+if ! compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null \
+    && [ ! -e /usr/lib/faketime/libfaketimeMT.so.1 ]; then
+  need+=(faketime)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -18,9 +18,18 @@
 //!
 //! Every call is bounded by the timeout given to [`Client::connect`].
 //! Requests are validated before they are sent, and UNAVAILABLE answers
-//! (no leader yet, node restarting) are retried with exponential backoff
-//! until the timeout. Saves and deletes are idempotent, so a retry is safe.
+//! (no leader yet, node restarting, or a write whose outcome is unknown)
+//! are retried with exponential backoff until the timeout.
+//!
+//! Every Save and Delete carries a request id (`eventstore-request-id`
+//! metadata: this client's random id and a sequence number), the same on
+//! every retry of that call. The server remembers the ids of recent writes
+//! and answers a repeated one with the first result without applying it
+//! again, so a retried write takes effect at most once, even when another
+//! client wrote the same key in between.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,6 +37,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::api::request::parse_location;
+use crate::api::request_id::{check_request_id, REQUEST_ID_HEADER};
 use crate::config::Limits;
 use crate::proto::protob::event_store_client::EventStoreClient;
 use crate::proto::protob::{
@@ -47,10 +57,13 @@ pub enum Error {
     /// The value is over the server's size limit.
     #[error("too large: {0}")]
     TooLarge(String),
-    /// No server could serve the request before the timeout.
+    /// No server could serve the request before the timeout. For a write,
+    /// an earlier attempt may have been applied (at most once: every
+    /// attempt carried the same request id).
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The timeout passed; a write may or may not have been applied.
+    /// The timeout passed; a write may or may not have been applied (at
+    /// most once).
     #[error("timed out: {0}")]
     Timeout(String),
     /// The server address is not usable.
@@ -102,11 +115,46 @@ pub fn server_uri(server: &str) -> Result<String, Error> {
     Ok(format!("http://{rest}"))
 }
 
-/// A connection to an EventStore cluster (any node will do).
+/// A connection to an EventStore cluster (any node will do). Clones share
+/// the connection and the request-id sequence.
 #[derive(Clone)]
 pub struct Client {
     inner: EventStoreClient<Channel>,
     timeout: Duration,
+    session: Arc<Session>,
+}
+
+/// Where this client's request ids come from.
+struct Session {
+    id: String,
+    next: AtomicU64,
+}
+
+impl Session {
+    fn new(id: String) -> Self {
+        Session {
+            id,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        format!("{}-{}", self.id, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A random client id: 16 hex digits.
+fn random_client_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 impl Client {
@@ -121,7 +169,32 @@ impl Client {
         let inner = EventStoreClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        Ok(Client { inner, timeout })
+        Ok(Client {
+            inner,
+            timeout,
+            session: Arc::new(Session::new(random_client_id())),
+        })
+    }
+
+    /// The same connection with client id `id` (at most 100 visible ASCII
+    /// characters), for request ids `<id>-1`, `<id>-2`... Ids must be
+    /// unique among the clients of a cluster; [`Client::connect`] picks a
+    /// random one.
+    pub fn with_client_id(mut self, id: &str) -> Result<Self, Error> {
+        if id.len() > 100 {
+            return Err(Error::InvalidArgument(format!(
+                "client id is {} bytes, over 100",
+                id.len()
+            )));
+        }
+        check_request_id(id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.session = Arc::new(Session::new(id.to_string()));
+        Ok(self)
+    }
+
+    /// This client's id, the first part of its request ids.
+    pub fn client_id(&self) -> &str {
+        &self.session.id
     }
 
     /// The global scope.
@@ -152,7 +225,9 @@ impl Client {
         }
     }
 
-    async fn call<T, R, F, Fut>(&self, req: T, f: F) -> Result<R, Error>
+    /// Sends `req`, retrying UNAVAILABLE answers until the timeout; a
+    /// write carries `request_id` on every attempt.
+    async fn call<T, R, F, Fut>(&self, req: T, request_id: Option<String>, f: F) -> Result<R, Error>
     where
         T: Clone,
         F: Fn(EventStoreClient<Channel>, tonic::Request<T>) -> Fut,
@@ -170,6 +245,12 @@ impl Client {
             }
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(remaining);
+            if let Some(id) = &request_id {
+                let v = id
+                    .parse()
+                    .map_err(|_| Error::InvalidArgument(format!("bad request id {id:?}")))?;
+                r.metadata_mut().insert(REQUEST_ID_HEADER, v);
+            }
             let res = tokio::time::timeout(remaining, f(self.inner.clone(), r)).await;
             match res {
                 Err(_) => {
@@ -247,8 +328,9 @@ impl ScopeClient {
             ttl: ttl_secs,
             value: value.into().into(),
         };
+        let id = self.client.session.next_request_id();
         self.client
-            .call(req, |mut c, r| async move { c.save(r).await })
+            .call(req, Some(id), |mut c, r| async move { c.save(r).await })
             .await
             .map(|_| ())
     }
@@ -259,7 +341,7 @@ impl ScopeClient {
             location: Some(self.location(key)?),
         };
         self.client
-            .call(req, |mut c, r| async move { c.load(r).await })
+            .call(req, None, |mut c, r| async move { c.load(r).await })
             .await
             .map(|r| r.value.to_vec())
     }
@@ -269,8 +351,9 @@ impl ScopeClient {
         let req = DeleteRequest {
             location: Some(self.location(key)?),
         };
+        let id = self.client.session.next_request_id();
         self.client
-            .call(req, |mut c, r| async move { c.delete(r).await })
+            .call(req, Some(id), |mut c, r| async move { c.delete(r).await })
             .await
             .map(|_| ())
     }

@@ -1,32 +1,75 @@
 //! The replicated keyspace against a simple model: random sequences of
-//! Save, Delete and Purge with stamped times (an injected clock) must give
-//! the same reads, deadlines and purge counts as a `BTreeMap`, and two
+//! Save, Delete and Purge with stamped times (an injected clock, with and
+//! without the leader's timeline) and request ids must give the same reads,
+//! deadlines, purge counts and request-id answers as a `BTreeMap`, and two
 //! replicas applying the same sequence must end with the same digest.
 
 use std::collections::BTreeMap;
 
-use eventstore::store::{db, Applied, Command, Keyspace};
+use eventstore::store::{
+    db, snapshot, Applied, Command, Keyspace, SessionPolicy, Stamp, MAX_CLOCK_SKEW_MS,
+};
 use proptest::prelude::*;
 use rocksdb::WriteBatch;
 
-/// The model: key -> (deadline, value), plus the logical clock.
+/// The request-id policy of the property test: short enough that records
+/// expire and the table fills up within a run.
+const POLICY: SessionPolicy = SessionPolicy {
+    window_ms: 300,
+    max_records: 3,
+};
+
+/// The model: key -> (deadline, value), the logical clock, and the
+/// request-id table: id -> (expiry, first result).
 #[derive(Default)]
 struct Model {
     values: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
     members: BTreeMap<u64, u64>,
+    sessions: BTreeMap<String, (u64, Applied)>,
     clock: u64,
 }
 
 impl Model {
     fn apply(&mut self, cmd: &Command) -> Applied {
+        let request = match cmd {
+            Command::Save { request, .. } | Command::Delete { request, .. } => request.clone(),
+            _ => None,
+        };
+        if let Some(id) = &request {
+            if let Some((_, first)) = self.sessions.get(id) {
+                return first.clone();
+            }
+        }
+        if let Some(stamp) = cmd.stamp() {
+            self.clock = self.clock.max(stamp.time_ms());
+        }
+        let result = self.apply_now(cmd);
+        if let Some(id) = request {
+            // Full: the oldest record goes first (never the new one).
+            if self.sessions.len() as u64 >= POLICY.max_records {
+                let oldest = self.oldest_session().unwrap();
+                self.sessions.remove(&oldest);
+            }
+            self.sessions
+                .insert(id, (self.clock + POLICY.window_ms, result.clone()));
+        }
+        result
+    }
+
+    /// The id of the request-id record that expires first (ties: by id).
+    fn oldest_session(&self) -> Option<String> {
+        self.sessions
+            .iter()
+            .map(|(id, (e, _))| (*e, id.clone()))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    fn apply_now(&mut self, cmd: &Command) -> Applied {
         match cmd {
             Command::Save {
-                key,
-                value,
-                ttl_ms,
-                stamp_ms,
+                key, value, ttl_ms, ..
             } => {
-                self.clock = self.clock.max(*stamp_ms);
                 let deadline_ms = self.clock.saturating_add(*ttl_ms);
                 self.values
                     .insert(key.clone(), (deadline_ms, value.clone()));
@@ -43,11 +86,10 @@ impl Model {
             Command::Forget { node } => Applied::Forgotten {
                 existed: self.members.remove(node).is_some(),
             },
-            Command::Delete { key } => Applied::Deleted {
+            Command::Delete { key, .. } => Applied::Deleted {
                 existed: self.values.remove(key).is_some(),
             },
-            Command::Purge { now_ms, limit } => {
-                self.clock = self.clock.max(*now_ms);
+            Command::Purge { limit, .. } => {
                 let mut expired: Vec<(u64, Vec<u8>)> = self
                     .values
                     .iter()
@@ -59,7 +101,20 @@ impl Model {
                 for (_, k) in &expired[..n] {
                     self.values.remove(k);
                 }
-                Applied::Purged { count: n as u32 }
+                let mut sessions = 0u32;
+                while sessions < *limit {
+                    match self.oldest_session() {
+                        Some(id) if self.sessions[&id].0 <= self.clock => {
+                            self.sessions.remove(&id);
+                            sessions += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                Applied::Purged {
+                    count: n as u32,
+                    sessions,
+                }
             }
         }
     }
@@ -81,8 +136,12 @@ struct Replica {
 
 impl Replica {
     fn new() -> Self {
+        Self::with_policy(SessionPolicy::default())
+    }
+
+    fn with_policy(policy: SessionPolicy) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ks = Keyspace::new(db::open(dir.path()).unwrap());
+        let ks = Keyspace::new(db::open(dir.path()).unwrap()).with_session_policy(policy);
         Replica {
             _dir: dir,
             ks,
@@ -103,14 +162,32 @@ fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
     (0u8..6).prop_map(|k| vec![b'k', k])
 }
 
+/// A stamp: a wall clock, and sometimes a timeline it may be far from.
+fn stamp_strategy() -> impl Strategy<Value = Stamp> {
+    (0u64..1000, prop::option::of(0u64..3000), 0u64..3).prop_map(|(wall_ms, timeline, node)| {
+        Stamp {
+            wall_ms,
+            // Timelines up to 2 s away from the wall clock, past the 1 s allowance.
+            timeline_ms: timeline.map(|t| (wall_ms + t).saturating_sub(1500)),
+            node,
+        }
+    })
+}
+
+/// No request id, or one of a few (so that some repeat).
+fn request_strategy() -> impl Strategy<Value = Option<String>> {
+    prop::option::of((0u8..5).prop_map(|i| format!("c-{i}")))
+}
+
 fn command_strategy() -> impl Strategy<Value = Command> {
     prop_oneof![
-        4 => (key_strategy(), prop::collection::vec(any::<u8>(), 0..8), 1u64..200, 0u64..1000)
-            .prop_map(|(key, value, ttl_ms, stamp_ms)| Command::Save { key, value, ttl_ms, stamp_ms }),
-        2 => key_strategy().prop_map(|key| Command::Delete { key }),
+        4 => (key_strategy(), prop::collection::vec(any::<u8>(), 0..8), 1u64..200, stamp_strategy(), request_strategy())
+            .prop_map(|(key, value, ttl_ms, stamp, request)| Command::Save { key, value, ttl_ms, stamp, request }),
+        2 => (key_strategy(), stamp_strategy(), request_strategy())
+            .prop_map(|(key, stamp, request)| Command::Delete { key, stamp, request }),
         1 => (0u64..3, 1u64..4).prop_map(|(node, incarnation)| Command::Register { node, incarnation }),
         1 => (0u64..3).prop_map(|node| Command::Forget { node }),
-        2 => (0u64..1200, 1u32..4).prop_map(|(now_ms, limit)| Command::Purge { now_ms, limit }),
+        2 => (stamp_strategy(), 1u32..4).prop_map(|(stamp, limit)| Command::Purge { stamp, limit }),
     ]
 }
 
@@ -123,8 +200,8 @@ proptest! {
         reads in prop::collection::vec((key_strategy(), 0u64..1300), 1..10),
     ) {
         let mut model = Model::default();
-        let mut a = Replica::new();
-        let mut b = Replica::new();
+        let mut a = Replica::with_policy(POLICY);
+        let mut b = Replica::with_policy(POLICY);
         for cmd in &cmds {
             let expected = model.apply(cmd);
             prop_assert_eq!(a.apply(cmd), expected.clone(), "command {}", cmd);
@@ -134,6 +211,11 @@ proptest! {
             }
         }
         prop_assert_eq!(a.ks.clock().unwrap(), model.clock);
+        prop_assert_eq!(a.ks.session_count().unwrap(), model.sessions.len() as u64);
+        for i in 0..5 {
+            let id = format!("c-{i}");
+            prop_assert_eq!(a.ks.session(&id).unwrap(), model.sessions.get(&id).map(|s| s.1.clone()));
+        }
         for node in 0..3 {
             prop_assert_eq!(a.ks.member_incarnation(node).unwrap(), model.members.get(&node).copied());
         }
@@ -146,20 +228,15 @@ proptest! {
 fn purge_removes_oldest_deadlines_first_in_bounded_batches() {
     let mut r = Replica::new();
     for i in 0..10u64 {
-        r.apply(&Command::Save {
-            key: vec![i as u8],
-            value: vec![],
-            ttl_ms: 100 - i,
-            stamp_ms: 1000,
-        });
+        r.apply(&save(&[i as u8], b"", 100 - i, 1000));
     }
     // All ten expire by t=1100; a purge removes at most `limit`.
     assert_eq!(
-        r.apply(&Command::Purge {
-            now_ms: 1100,
-            limit: 4
-        }),
-        Applied::Purged { count: 4 }
+        r.apply(&purge(1100, 4)),
+        Applied::Purged {
+            count: 4,
+            sessions: 0
+        }
     );
     // The four with the earliest deadlines (keys 9, 8, 7, 6) went first.
     for i in 6..10u8 {
@@ -167,11 +244,11 @@ fn purge_removes_oldest_deadlines_first_in_bounded_batches() {
     }
     assert!(r.ks.get_raw(&[5]).unwrap().is_some());
     assert_eq!(
-        r.apply(&Command::Purge {
-            now_ms: 1100,
-            limit: 100
-        }),
-        Applied::Purged { count: 6 }
+        r.apply(&purge(1100, 100)),
+        Applied::Purged {
+            count: 6,
+            sessions: 0
+        }
     );
     assert!(!r.ks.has_expired(u64::MAX).unwrap());
 }
@@ -179,12 +256,7 @@ fn purge_removes_oldest_deadlines_first_in_bounded_batches() {
 #[test]
 fn expired_value_is_hidden_before_its_purge() {
     let mut r = Replica::new();
-    r.apply(&Command::Save {
-        key: b"k".to_vec(),
-        value: b"v".to_vec(),
-        ttl_ms: 50,
-        stamp_ms: 1000,
-    });
+    r.apply(&save(b"k", b"v", 50, 1000));
     assert_eq!(r.ks.get(b"k", 1049).unwrap(), Some(b"v".to_vec()));
     assert_eq!(r.ks.get(b"k", 1050).unwrap(), None);
     // Still stored until a purge entry is applied.
@@ -194,42 +266,222 @@ fn expired_value_is_hidden_before_its_purge() {
 #[test]
 fn a_lagging_leader_clock_never_moves_deadlines_backwards() {
     let mut r = Replica::new();
-    r.apply(&Command::Save {
-        key: b"a".to_vec(),
-        value: vec![],
-        ttl_ms: 10,
-        stamp_ms: 5000,
-    });
+    r.apply(&save(b"a", b"", 10, 5000));
     // A new leader whose clock is behind stamps 4000: the write's time is
     // still 5000, the highest stamp seen.
-    let applied = r.apply(&Command::Save {
-        key: b"b".to_vec(),
-        value: vec![],
-        ttl_ms: 10,
-        stamp_ms: 4000,
-    });
+    let applied = r.apply(&save(b"b", b"", 10, 4000));
     assert_eq!(applied, Applied::Saved { deadline_ms: 5010 });
 }
 
 #[test]
 fn resave_replaces_the_deadline_in_the_index() {
     let mut r = Replica::new();
-    let save = |ttl_ms, stamp_ms| Command::Save {
-        key: b"k".to_vec(),
-        value: b"v".to_vec(),
-        ttl_ms,
-        stamp_ms,
-    };
-    r.apply(&save(10, 1000));
-    r.apply(&save(1000, 1005));
+    r.apply(&save(b"k", b"v", 10, 1000));
+    r.apply(&save(b"k", b"v", 1000, 1005));
     // The old deadline (1010) no longer purges the key.
     assert_eq!(
-        r.apply(&Command::Purge {
-            now_ms: 1500,
-            limit: 10
-        }),
-        Applied::Purged { count: 0 }
+        r.apply(&purge(1500, 10)),
+        Applied::Purged {
+            count: 0,
+            sessions: 0
+        }
     );
     assert_eq!(r.ks.get(b"k", 1500).unwrap(), Some(b"v".to_vec()));
     assert_eq!(r.ks.earliest_deadlines(10).unwrap(), vec![2005]);
+}
+
+/// A Save stamped with a bare wall clock, without a request id.
+fn save(key: &[u8], value: &[u8], ttl_ms: u64, wall_ms: u64) -> Command {
+    Command::Save {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ttl_ms,
+        stamp: Stamp::wall(wall_ms),
+        request: None,
+    }
+}
+
+/// A Purge stamped with a bare wall clock.
+fn purge(wall_ms: u64, limit: u32) -> Command {
+    Command::Purge {
+        stamp: Stamp::wall(wall_ms),
+        limit,
+    }
+}
+
+const DAY_MS: u64 = 86_400_000;
+const MINUTE_MS: u64 = 60_000;
+
+/// Issue item 3: a leader whose wall clock jumped a day ahead stamps a Save
+/// and a Purge 4 s after the clock was last seen moving. The replicated
+/// clock moves by the elapsed time plus the allowance, not by a day, so
+/// values with ten minutes left survive and a new TTL counts down from the
+/// cluster's time.
+#[test]
+fn a_stamp_a_day_ahead_does_not_expire_values_with_ten_minutes_left() {
+    let mut r = Replica::new();
+    let t0 = 1_700_000_000_000u64;
+    for i in 0..10u8 {
+        r.apply(&save(&[b'v', i], b"x", 10 * MINUTE_MS, t0));
+    }
+    let ahead = Stamp {
+        wall_ms: t0 + DAY_MS,
+        timeline_ms: Some(t0 + 4_000),
+        node: 2,
+    };
+    assert_eq!(
+        r.apply(&Command::Purge {
+            stamp: ahead,
+            limit: 100
+        }),
+        Applied::Purged {
+            count: 0,
+            sessions: 0
+        }
+    );
+    let saved = r.apply(&Command::Save {
+        key: b"new".to_vec(),
+        value: b"y".to_vec(),
+        ttl_ms: 10 * MINUTE_MS,
+        stamp: ahead,
+        request: None,
+    });
+    let now = t0 + 4_000 + MAX_CLOCK_SKEW_MS;
+    assert_eq!(r.ks.clock().unwrap(), now);
+    assert_eq!(
+        saved,
+        Applied::Saved {
+            deadline_ms: now + 10 * MINUTE_MS
+        }
+    );
+    for i in 0..10u8 {
+        assert_eq!(
+            r.ks.get(&[b'v', i], r.ks.clock().unwrap()).unwrap(),
+            Some(b"x".to_vec())
+        );
+    }
+    // A wall clock a day behind is held the same way: time still moves.
+    let behind = Stamp {
+        wall_ms: t0 - DAY_MS,
+        timeline_ms: Some(t0 + 20_000),
+        node: 1,
+    };
+    r.apply(&Command::Purge {
+        stamp: behind,
+        limit: 100,
+    });
+    assert_eq!(r.ks.clock().unwrap(), t0 + 20_000 - MAX_CLOCK_SKEW_MS);
+}
+
+/// Issue item 4: a write sent again with the id of one that was applied,
+/// after other clients' writes to the same key, has no effect and gets the
+/// first result.
+#[test]
+fn a_replayed_request_id_has_no_effect() {
+    let mut r = Replica::new();
+    let with_id = |mut cmd: Command, id: &str| {
+        match &mut cmd {
+            Command::Save { request, .. } | Command::Delete { request, .. } => {
+                *request = Some(id.to_string())
+            }
+            _ => unreachable!(),
+        }
+        cmd
+    };
+    let delete = |key: &[u8], wall_ms| Command::Delete {
+        key: key.to_vec(),
+        stamp: Stamp::wall(wall_ms),
+        request: None,
+    };
+    // A Save, overwritten by another client, then retried.
+    let first = with_id(save(b"k", b"first", 60_000, 1000), "a-1");
+    let first_result = r.apply(&first);
+    r.apply(&with_id(save(b"k", b"second", 60_000, 1001), "b-1"));
+    let before = r.ks.digest().unwrap();
+    assert_eq!(r.apply(&first), first_result);
+    assert_eq!(r.ks.get(b"k", 1002).unwrap(), Some(b"second".to_vec()));
+    // A Delete, followed by another client's Save, then retried.
+    let del = with_id(delete(b"k", 1003), "a-2");
+    assert_eq!(r.apply(&del), Applied::Deleted { existed: true });
+    r.apply(&with_id(save(b"k", b"third", 60_000, 1004), "b-2"));
+    assert_eq!(r.apply(&del), Applied::Deleted { existed: true });
+    assert_eq!(r.ks.get(b"k", 1005).unwrap(), Some(b"third".to_vec()));
+    assert_ne!(r.ks.digest().unwrap(), before);
+    let settled = r.ks.digest().unwrap();
+    assert_eq!(r.apply(&del), Applied::Deleted { existed: true });
+    assert_eq!(r.apply(&first), first_result);
+    assert_eq!(
+        r.ks.digest().unwrap(),
+        settled,
+        "a replay changed the state"
+    );
+    // Without an id, a write is applied every time.
+    r.apply(&save(b"k", b"first", 60_000, 1006));
+    assert_eq!(r.ks.get(b"k", 1007).unwrap(), Some(b"first".to_vec()));
+}
+
+#[test]
+fn request_ids_expire_by_the_replicated_clock_and_the_table_is_bounded() {
+    let policy = SessionPolicy {
+        window_ms: 1000,
+        max_records: 2,
+    };
+    let mut r = Replica::with_policy(policy);
+    let save_id = |id: &str, wall_ms| Command::Save {
+        key: b"k".to_vec(),
+        value: id.as_bytes().to_vec(),
+        ttl_ms: 60_000,
+        stamp: Stamp::wall(wall_ms),
+        request: Some(id.to_string()),
+    };
+    r.apply(&save_id("a", 100));
+    r.apply(&save_id("b", 200));
+    r.apply(&save_id("c", 300));
+    // Full at two: the oldest ("a") was forgotten.
+    assert_eq!(r.ks.session_count().unwrap(), 2);
+    assert_eq!(r.ks.session("a").unwrap(), None);
+    assert!(r.ks.session("b").unwrap().is_some());
+    // "b" expires at 1200 by the replicated clock, "c" at 1300.
+    assert!(!r.ks.has_expired(1199).unwrap());
+    assert!(r.ks.has_expired(1200).unwrap());
+    assert_eq!(
+        r.apply(&purge(1250, 10)),
+        Applied::Purged {
+            count: 0,
+            sessions: 1
+        }
+    );
+    assert_eq!(r.ks.session("b").unwrap(), None);
+    assert_eq!(r.ks.session_count().unwrap(), 1);
+    // A forgotten id is a new request again.
+    r.apply(&save_id("a", 1260));
+    assert_eq!(r.ks.get(b"k", 1261).unwrap(), Some(b"a".to_vec()));
+}
+
+#[test]
+fn request_ids_travel_in_snapshots() {
+    let mut r = Replica::new();
+    let cmd = Command::Delete {
+        key: b"k".to_vec(),
+        stamp: Stamp::wall(1000),
+        request: Some("a-1".into()),
+    };
+    r.apply(&cmd);
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = snapshot::SnapshotDir::open(dir.path().to_path_buf()).unwrap();
+    let (_, mut file) = snaps.build(r.ks.db()).unwrap();
+    let copy = Replica::new();
+    let mut batch = WriteBatch::default();
+    snapshot::read(&mut file, |k, v| {
+        copy.ks
+            .put_raw(&mut batch, k, v)
+            .map_err(std::io::Error::other)
+    })
+    .unwrap();
+    copy.ks.db().write(batch).unwrap();
+    assert_eq!(
+        copy.ks.session("a-1").unwrap(),
+        Some(Applied::Deleted { existed: false })
+    );
+    assert_eq!(copy.ks.session_count().unwrap(), 1);
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use eventstore::raft::types::{Entry, LogId, SnapshotMeta, TypeConfig};
+use eventstore::store::command::Stamp;
 use eventstore::store::{db, Command, Keyspace, StateMachine};
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
@@ -41,7 +42,8 @@ async fn fill(sm: &mut StateMachine, prefix: &str, n: u64, value_len: usize) {
                 key: format!("{prefix}{i}").into_bytes(),
                 value,
                 ttl_ms: 3_600_000,
-                stamp_ms: 1_000_000,
+                stamp: Stamp::wall(1_000_000),
+                request: None,
             },
         ));
         if entries.len() == 500 || i == n {

@@ -37,11 +37,14 @@ pub enum Reply {
 
 /// Serves client requests for the gRPC service.
 pub trait Handler: Send + Sync + 'static {
-    /// Serves `req` by `deadline`. `relayed` is true when another node
-    /// relayed it here: then it is served only if this node is the leader.
+    /// Serves `req` by `deadline`. `request_id` is the client's request id
+    /// (see [`crate::api::request_id`]), already checked. `relayed` is true
+    /// when another node relayed it here: then it is served only if this
+    /// node is the leader.
     fn handle(
         &self,
         req: Request,
+        request_id: Option<String>,
         deadline: Instant,
         relayed: bool,
     ) -> impl Future<Output = Result<Reply, ApiError>> + Send;

@@ -6,8 +6,10 @@ pub mod deadline;
 pub mod error;
 pub mod handler;
 pub mod request;
+pub mod request_id;
 pub mod service;
 
 pub use error::{ApiError, ANSWERED_KEY, NOT_LEADER_KEY, OUTCOME_UNKNOWN};
 pub use handler::{Handler, Reply, Request};
 pub use request::Op;
+pub use request_id::REQUEST_ID_HEADER;

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::deadline::deadline_of;
 use super::error::ANSWERED_KEY;
 use super::handler::{Handler, Reply, Request as NodeRequest};
+use super::request_id::request_id_of;
 use crate::proto::peer::forward_server::Forward;
 use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
@@ -58,9 +59,10 @@ impl<H: Handler> EventStoreService<H> {
         wrap: fn(T) -> NodeRequest,
     ) -> Result<Response<R>, Status> {
         let deadline = deadline_of(&req, self.node.default_timeout());
+        let request_id = request_id_of(req.metadata())?;
         let reply = self
             .node
-            .handle(wrap(req.into_inner()), deadline, self.relayed)
+            .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
             .await
             .map_err(|e| {
                 let mut status = Status::from(e);

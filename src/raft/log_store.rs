@@ -280,7 +280,14 @@ mod tests {
             let s = store(dir.path());
             let mut batch = WriteBatch::default();
             for i in 1..=3 {
-                let e = Entry::new_normal(log_id(i), Command::Delete { key: vec![i as u8] });
+                let e = Entry::new_normal(
+                    log_id(i),
+                    Command::Delete {
+                        key: vec![i as u8],
+                        stamp: crate::store::command::Stamp::wall(0),
+                        request: None,
+                    },
+                );
                 batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
             }
             s.db.write_opt(batch, &synced()).unwrap();
@@ -327,7 +334,14 @@ mod tests {
         let mut s = store(dir.path());
         let mut batch = WriteBatch::default();
         for i in 1..=5 {
-            let e = Entry::new_normal(log_id(i), Command::Delete { key: vec![i as u8] });
+            let e = Entry::new_normal(
+                log_id(i),
+                Command::Delete {
+                    key: vec![i as u8],
+                    stamp: crate::store::command::Stamp::wall(0),
+                    request: None,
+                },
+            );
             batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
         }
         s.db.write_opt(batch, &synced()).unwrap();

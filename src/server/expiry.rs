@@ -1,5 +1,5 @@
 //! The purger: on the leader, proposes `Purge` entries that remove expired
-//! values, in bounded batches, so every replica deletes the same keys at the
+//! values and expired request-id records, in bounded batches, so every replica deletes the same keys at the
 //! same log position. Reads never depend on it: a value past its deadline
 //! is hidden whether or not it has been purged yet.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::node::{now_ms, Local, Node};
+use super::node::{Local, Node};
 use crate::store::{Applied, Command};
 
 /// Runs until `shutdown` turns true.
@@ -25,8 +25,15 @@ pub async fn run_purger(node: Arc<Node>, shutdown: watch::Receiver<bool>) {
 pub async fn purge_expired(node: &Node) -> u64 {
     let mut total = 0u64;
     loop {
-        let now = now_ms();
-        match node.keyspace.has_expired(now) {
+        let stamp = node.stamp();
+        let clock = match node.keyspace.clock() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the replicated clock failed");
+                return total;
+            }
+        };
+        match node.keyspace.has_expired(clock.max(stamp.time_ms())) {
             Ok(true) => {}
             Ok(false) => return total,
             Err(e) => {
@@ -36,14 +43,11 @@ pub async fn purge_expired(node: &Node) -> u64 {
         }
         let limit = node.expiry.purge_batch;
         let deadline = Instant::now() + Duration::from_secs(10);
-        match node
-            .write(Command::Purge { now_ms: now, limit }, deadline)
-            .await
-        {
-            Ok(Applied::Purged { count }) => {
+        match node.write(Command::Purge { stamp, limit }, deadline).await {
+            Ok(Applied::Purged { count, sessions }) => {
                 total += u64::from(count);
-                tracing::debug!(count, "purged expired values");
-                if count < limit {
+                tracing::debug!(count, sessions, "purged expired values and request ids");
+                if count < limit && sessions < limit {
                     return total;
                 }
                 // Let client writes in between large purges.

@@ -3,6 +3,7 @@
 //! report health, and shut down gracefully.
 //!
 //! - [`node`]: request routing (serve on the leader or relay to it);
+//! - [`clock`]: this node's prediction of the cluster time, for its stamps;
 //! - [`peer`]: the services on the peer port (Raft RPCs, admin);
 //! - [`expiry`]: the purger that turns expired values into log entries;
 //! - [`registrar`]: records each member's data-directory incarnation;
@@ -10,6 +11,7 @@
 //! - [`bootstrap`]: forms the cluster on its very first start.
 
 pub mod bootstrap;
+pub mod clock;
 pub mod expiry;
 pub mod node;
 pub mod peer;
@@ -113,9 +115,27 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
     let keyspace = Keyspace::new(db.clone());
     let snapshot_dir = cfg.data_dir.join("snapshots");
-    let state_machine = StateMachine::open(keyspace.clone(), snapshot_dir.clone())
-        .context("opening the state machine")?;
+    let timeline = Arc::new(clock::Timeline::new(cfg.node_id));
+    let state_machine = {
+        let timeline = timeline.clone();
+        StateMachine::open(keyspace.clone(), snapshot_dir.clone())
+            .context("opening the state machine")?
+            .observe_clock(Arc::new(move |seen: crate::store::ClockSeen| {
+                timeline.observe(seen, std::time::Instant::now())
+            }))
+    };
     let log_store = LogStore::new(db.clone());
+    {
+        use openraft::storage::RaftLogStorage;
+        let last = log_store
+            .clone()
+            .get_log_state()
+            .await
+            .context("reading the Raft log")?
+            .last_log_id
+            .map(|l| l.index);
+        timeline.set_replayed_through(last);
+    }
     let had_state = log_store.has_state().context("reading the Raft log")?;
     let incarnation = log_store
         .identity(cfg.node_id)
@@ -158,6 +178,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         channels,
         default_timeout: cfg.request_timeout,
         read_lease: cfg.raft.election_timeout_max * 4 / 5,
+        timeline,
+        expiry_tick: tokio::sync::Mutex::new(()),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -16,6 +16,17 @@
 //! yet, or the connection was refused. A Load is also tried again when the
 //! connection broke, since a read changes nothing. Every other answer of
 //! the leader is passed on as it is: a definite refusal stays definite.
+//! A write that carries a request id is also tried again when its outcome
+//! is unknown (the relay broke in transit, or leadership moved under it):
+//! the state machine answers a second entry with the same id with the
+//! first one's result, so a retry never applies a write twice.
+//!
+//! Time: the leader stamps entries from its [`Timeline`] and judges expiry
+//! by `max(replicated clock, its stamp's time)`. A value it finds expired
+//! while the replicated clock has not reached its deadline is reported
+//! absent only after a purge entry stamped now has moved the replicated
+//! clock past the deadline, so no later leader, whatever its clock, serves
+//! it again.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,12 +39,15 @@ use tonic::transport::Channel;
 use crate::api::error::{ApiError, ANSWERED_KEY, NOT_LEADER_KEY, OUTCOME_UNKNOWN};
 use crate::api::handler::{Handler, Reply, Request};
 use crate::api::request::Op;
+use crate::api::request_id::REQUEST_ID_HEADER;
 use crate::config::{DefaultTtls, ExpirySettings, Limits};
 use crate::proto::peer::forward_client::ForwardClient;
 use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
 use crate::raft::network::{Channels, Observed};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
-use crate::store::{Applied, Command, Keyspace};
+use crate::store::{Applied, Command, Keyspace, Stamp};
+
+use super::clock::Timeline;
 
 /// Everything a node needs to serve requests. Cheap to share behind an `Arc`.
 pub struct Node {
@@ -62,6 +76,10 @@ pub struct Node {
     /// election timeout, during which followers refuse to elect anyone
     /// else), to absorb clock-rate drift between nodes.
     pub read_lease: Duration,
+    /// This node's prediction of the cluster time, for its stamps.
+    pub timeline: std::sync::Arc<Timeline>,
+    /// Serialises the purges that reads propose to make an expiry binding.
+    pub expiry_tick: tokio::sync::Mutex<()>,
 }
 
 /// Milliseconds since the Unix epoch by this machine's clock.
@@ -73,11 +91,18 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// Parses and serves `req`. `relayed` is true when another node relayed
-    /// it here: then it is served only if this node is the leader.
+    /// A stamp for an entry this node proposes now.
+    pub fn stamp(&self) -> Stamp {
+        self.timeline.stamp(now_ms(), std::time::Instant::now())
+    }
+
+    /// Parses and serves `req`. `request_id` is the client's request id, if
+    /// it sent one. `relayed` is true when another node relayed it here:
+    /// then it is served only if this node is the leader.
     pub async fn handle(
         &self,
         req: Request,
+        request_id: Option<String>,
         deadline: Instant,
         relayed: bool,
     ) -> Result<Reply, ApiError> {
@@ -86,8 +111,12 @@ impl Node {
             Request::Load(r) => Op::parse_load(r, &self.limits)?,
             Request::Delete(r) => Op::parse_delete(r, &self.limits)?,
         };
+        let retry_unknown = request_id.is_some() && !matches!(op, Op::Load { .. });
         loop {
-            let leader = match self.serve_locally(&op, deadline).await {
+            let leader = match self
+                .serve_locally(&op, request_id.as_deref(), deadline)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
                 Err(Local::Failed(e)) => return Err(e),
                 Err(Local::NotLeader(hint)) => {
@@ -106,12 +135,31 @@ impl Node {
             if leader == self.id {
                 continue;
             }
-            let why = match self.relay(leader, &req, deadline).await {
+            let why = match self
+                .relay(leader, &req, request_id.as_deref(), deadline)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
+                // The write may have been applied, but it carries a request
+                // id: a second entry with it is answered, not applied.
+                Err(RelayError::Answered(ApiError::Unavailable(m)))
+                    if retry_unknown
+                        && m.starts_with(OUTCOME_UNKNOWN)
+                        && Instant::now() + RETRY_MARGIN < deadline =>
+                {
+                    tracing::debug!(error = %m, "retrying a relayed write with its request id");
+                    m
+                }
                 Err(RelayError::Answered(e)) => return Err(e),
                 Err(RelayError::NotSent(why)) => why,
                 // A read changes nothing: try the leader again.
                 Err(RelayError::Lost(why)) if matches!(req, Request::Load(_)) => why,
+                Err(RelayError::Lost(why))
+                    if retry_unknown && Instant::now() + RETRY_MARGIN < deadline =>
+                {
+                    tracing::debug!(error = %why, "retrying a relayed write with its request id");
+                    why
+                }
                 Err(RelayError::Lost(why)) if Instant::now() >= deadline => {
                     return Err(ApiError::Timeout(format!(
                         "the write was not confirmed by leader {leader} before the deadline; it \
@@ -134,7 +182,13 @@ impl Node {
         }
     }
 
-    async fn serve_locally(&self, op: &Op, deadline: Instant) -> Result<Reply, Local> {
+    async fn serve_locally(
+        &self,
+        op: &Op,
+        request_id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Reply, Local> {
+        let request = request_id.map(str::to_string);
         match op {
             Op::Save {
                 location,
@@ -151,7 +205,8 @@ impl Node {
                         key: location.encode(),
                         value: value.clone(),
                         ttl_ms,
-                        stamp_ms: now_ms(),
+                        stamp: self.stamp(),
+                        request,
                     },
                     deadline,
                 )
@@ -162,6 +217,8 @@ impl Node {
                 self.write(
                     Command::Delete {
                         key: location.encode(),
+                        stamp: self.stamp(),
+                        request,
                     },
                     deadline,
                 )
@@ -170,19 +227,57 @@ impl Node {
             }
             Op::Load { location } => {
                 self.linearize(deadline).await?;
-                match self.keyspace.get(&location.encode(), now_ms()) {
-                    Ok(Some(value)) => Ok(Reply::Load(LoadResponse {
-                        value: value.into(),
-                    })),
-                    Ok(None) => Err(Local::Failed(ApiError::NotFound(format!(
+                let key = location.encode();
+                let internal = |e: crate::store::KeyspaceError| {
+                    Local::Failed(ApiError::Internal(format!("reading {location}: {e}")))
+                };
+                let not_found = || {
+                    Local::Failed(ApiError::NotFound(format!(
                         "no value at {location} (never saved, deleted, or expired)"
-                    )))),
-                    Err(e) => Err(Local::Failed(ApiError::Internal(format!(
-                        "reading {location}: {e}"
-                    )))),
+                    )))
+                };
+                let Some(stored) = self.keyspace.get_raw(&key).map_err(internal)? else {
+                    return Err(not_found());
+                };
+                let clock = self.keyspace.clock().map_err(internal)?;
+                let now = clock.max(self.stamp().time_ms());
+                if now < stored.deadline_ms {
+                    return Ok(Reply::Load(LoadResponse {
+                        value: stored.value.into(),
+                    }));
                 }
+                if stored.deadline_ms > clock {
+                    // Expired by this leader's time, not yet by the
+                    // replicated clock: make the expiry binding on every
+                    // later leader before reporting it.
+                    self.advance_clock(stored.deadline_ms, deadline).await?;
+                    let clock = self.keyspace.clock().map_err(internal)?;
+                    match self.keyspace.get_raw(&key).map_err(internal)? {
+                        Some(s) if s.deadline_ms > clock => {
+                            return Ok(Reply::Load(LoadResponse {
+                                value: s.value.into(),
+                            }))
+                        }
+                        _ => {}
+                    }
+                }
+                Err(not_found())
             }
         }
+    }
+
+    /// Proposes a purge stamped now, unless the replicated clock has
+    /// already reached `target_ms`, and waits until it is applied here.
+    async fn advance_clock(&self, target_ms: u64, deadline: Instant) -> Result<(), Local> {
+        let _one_at_a_time = self.expiry_tick.lock().await;
+        if self.keyspace.clock().unwrap_or(0) >= target_ms {
+            return Ok(());
+        }
+        let purge = Command::Purge {
+            stamp: self.stamp(),
+            limit: self.expiry.purge_batch,
+        };
+        self.write(purge, deadline).await.map(|_| ())
     }
 
     /// Proposes `cmd` and waits until it is committed and applied here.
@@ -220,7 +315,7 @@ impl Node {
             Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
                 Err(Local::Failed(ApiError::Unavailable(format!(
                     "{OUTCOME_UNKNOWN}: leadership moved away from node {} while the write was \
-                     in flight; retrying is safe",
+                     in flight; retrying with a request id is safe",
                     self.id
                 ))))
             }
@@ -372,26 +467,44 @@ impl Node {
         &self,
         leader: NodeId,
         req: &Request,
+        request_id: Option<&str>,
         deadline: Instant,
     ) -> Result<Reply, RelayError> {
         let mut client = self.forward_client(leader)?;
         let timeout = deadline.saturating_duration_since(Instant::now());
-        fn with_timeout<T>(msg: T, t: Duration) -> tonic::Request<T> {
+        // The deadline and the request id travel with the relayed request.
+        let id = match request_id.map(|id| id.parse::<tonic::metadata::AsciiMetadataValue>()) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Err(RelayError::Answered(ApiError::InvalidArgument(format!(
+                    "{REQUEST_ID_HEADER} is not a valid metadata value"
+                ))))
+            }
+            None => None,
+        };
+        fn with_meta<T>(
+            msg: T,
+            timeout: Duration,
+            id: &Option<tonic::metadata::AsciiMetadataValue>,
+        ) -> tonic::Request<T> {
             let mut r = tonic::Request::new(msg);
-            r.set_timeout(t);
+            r.set_timeout(timeout);
+            if let Some(id) = id {
+                r.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
+            }
             r
         }
         let res = match req.clone() {
             Request::Save(r) => client
-                .save(with_timeout(r, timeout))
+                .save(with_meta(r, timeout, &id))
                 .await
                 .map(|r| Reply::Save(r.into_inner())),
             Request::Load(r) => client
-                .load(with_timeout(r, timeout))
+                .load(with_meta(r, timeout, &id))
                 .await
                 .map(|r| Reply::Load(r.into_inner())),
             Request::Delete(r) => client
-                .delete(with_timeout(r, timeout))
+                .delete(with_meta(r, timeout, &id))
                 .await
                 .map(|r| Reply::Delete(r.into_inner())),
         };
@@ -403,10 +516,11 @@ impl Handler for Node {
     async fn handle(
         &self,
         req: Request,
+        request_id: Option<String>,
         deadline: Instant,
         relayed: bool,
     ) -> Result<Reply, ApiError> {
-        Node::handle(self, req, deadline, relayed).await
+        Node::handle(self, req, request_id, deadline, relayed).await
     }
 
     fn default_timeout(&self) -> Duration {
@@ -416,6 +530,10 @@ impl Handler for Node {
 
 /// Pause before relaying again after a relay that can be retried.
 const RELAY_RETRY: Duration = Duration::from_millis(20);
+
+/// A write whose outcome is unknown is retried with its request id only
+/// while at least this much of its deadline is left.
+const RETRY_MARGIN: Duration = Duration::from_millis(100);
 
 /// Why a relay to the leader failed.
 #[derive(Debug)]

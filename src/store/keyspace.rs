@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::command::{Applied, Command};
 use super::db::{cf, CF_DATA, CF_EXPIRY, CF_SM_META};
+use super::snapshot::{bincode_decode, bincode_encode};
 
 /// Key of the logical clock in the state-machine metadata.
 pub(crate) const META_CLOCK: &[u8] = b"clock";
@@ -45,16 +46,47 @@ pub struct Stored {
     pub value: Vec<u8>,
 }
 
+/// How long, and how many, request ids the state machine remembers. Every
+/// replica must use the same policy (it shapes the replicated state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// A request id is remembered for this long of replicated time after
+    /// the write it named: 5 minutes.
+    pub window_ms: u64,
+    /// At most this many request ids are remembered (the oldest is
+    /// forgotten first): 100,000.
+    pub max_records: u64,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            window_ms: 5 * 60 * 1000,
+            max_records: 100_000,
+        }
+    }
+}
+
 /// Handle to the replicated keyspace inside the node's database.
 #[derive(Clone)]
 pub struct Keyspace {
     db: Arc<DB>,
+    sessions: SessionPolicy,
 }
 
 impl Keyspace {
     /// Wraps the database opened by [`crate::store::db::open`].
     pub fn new(db: Arc<DB>) -> Self {
-        Keyspace { db }
+        Keyspace {
+            db,
+            sessions: SessionPolicy::default(),
+        }
+    }
+
+    /// The same keyspace with another request-id policy (for tests).
+    pub fn with_session_policy(mut self, policy: SessionPolicy) -> Self {
+        self.sessions = policy;
+        self
     }
 
     /// The database this keyspace lives in.
@@ -88,19 +120,59 @@ impl Keyspace {
             .map(|s| s.value))
     }
 
-    /// Whether any value's deadline is at or before `now_ms` (cheap: reads
-    /// the first entry of the expiry index).
+    /// Whether any value's deadline, or any request-id record's expiry, is
+    /// at or before `now_ms` (cheap: reads the first entry of each index).
     pub fn has_expired(&self, now_ms: u64) -> Result<bool, KeyspaceError> {
         let mut it = self
             .db
             .iterator_cf(cf(&self.db, CF_EXPIRY), IteratorMode::Start);
+        if let Some(item) = it.next() {
+            let (k, _) = item?;
+            let deadline = decode_u64(&k).ok_or(KeyspaceError::Corrupt("expiry key"))?;
+            if deadline <= now_ms {
+                return Ok(true);
+            }
+        }
+        Ok(self
+            .oldest_session()?
+            .is_some_and(|expires| expires <= now_ms))
+    }
+
+    /// The number of request ids remembered.
+    pub fn session_count(&self) -> Result<u64, KeyspaceError> {
+        match self.get_raw(SESSION_COUNT)? {
+            None => Ok(0),
+            Some(s) => decode_u64(&s.value).ok_or(KeyspaceError::Corrupt("session count")),
+        }
+    }
+
+    /// The result remembered for request id `id`, if any.
+    pub fn session(&self, id: &str) -> Result<Option<Applied>, KeyspaceError> {
+        match self.get_raw(&session_key(id))? {
+            None => Ok(None),
+            Some(s) => bincode_decode(&s.value)
+                .map(Some)
+                .map_err(|_| KeyspaceError::Corrupt("session record")),
+        }
+    }
+
+    /// When the request-id record that expires first expires.
+    fn oldest_session(&self) -> Result<Option<u64>, KeyspaceError> {
+        let data = cf(&self.db, CF_DATA);
+        let mut it = self
+            .db
+            .iterator_cf(data, IteratorMode::From(SESSION_INDEX, Direction::Forward));
         match it.next() {
-            None => Ok(false),
             Some(item) => {
                 let (k, _) = item?;
-                let deadline = decode_u64(&k).ok_or(KeyspaceError::Corrupt("expiry key"))?;
-                Ok(deadline <= now_ms)
+                if !k.starts_with(SESSION_INDEX) {
+                    return Ok(None);
+                }
+                let expires = decode_u64(&k[SESSION_INDEX.len()..])
+                    .ok_or(KeyspaceError::Corrupt("session index key"))?;
+                Ok(Some(expires))
             }
+            None => Ok(None),
         }
     }
 
@@ -115,26 +187,53 @@ impl Keyspace {
         cmd: &Command,
         clock: u64,
     ) -> Result<(Applied, u64), KeyspaceError> {
+        let request = match cmd {
+            Command::Save { request, .. } | Command::Delete { request, .. } => request.as_deref(),
+            _ => None,
+        };
+        if let Some(id) = request {
+            if let Some(first) = self.session(id)? {
+                // A retry of a write that was applied: answer as the first
+                // time, change nothing.
+                return Ok((first, clock));
+            }
+        }
+        let now = match cmd.stamp() {
+            Some(stamp) => clock.max(stamp.time_ms()),
+            None => clock,
+        };
+        if now != clock {
+            batch.put_cf(cf(&self.db, CF_SM_META), META_CLOCK, now.to_be_bytes());
+        }
+        let result = self.apply_at(batch, cmd, now)?;
+        if let Some(id) = request {
+            self.remember(batch, id, &result, now)?;
+        }
+        Ok((result, now))
+    }
+
+    /// Applies `cmd` at replicated time `now` (the clock is already written).
+    fn apply_at(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &Command,
+        now: u64,
+    ) -> Result<Applied, KeyspaceError> {
         let data = cf(&self.db, CF_DATA);
         let expiry = cf(&self.db, CF_EXPIRY);
         match cmd {
             Command::Save {
-                key,
-                value,
-                ttl_ms,
-                stamp_ms,
+                key, value, ttl_ms, ..
             } => {
-                let now = clock.max(*stamp_ms);
                 let deadline_ms = now.saturating_add(*ttl_ms);
                 if let Some(old) = self.get_raw(key)? {
                     batch.delete_cf(expiry, expiry_key(old.deadline_ms, key));
                 }
                 batch.put_cf(data, key, encode_stored(deadline_ms, value));
                 batch.put_cf(expiry, expiry_key(deadline_ms, key), []);
-                batch.put_cf(cf(&self.db, CF_SM_META), META_CLOCK, now.to_be_bytes());
-                Ok((Applied::Saved { deadline_ms }, now))
+                Ok(Applied::Saved { deadline_ms })
             }
-            Command::Delete { key } => {
+            Command::Delete { key, .. } => {
                 let existed = match self.get_raw(key)? {
                     Some(old) => {
                         batch.delete_cf(expiry, expiry_key(old.deadline_ms, key));
@@ -143,28 +242,27 @@ impl Keyspace {
                     }
                     None => false,
                 };
-                Ok((Applied::Deleted { existed }, clock))
+                Ok(Applied::Deleted { existed })
             }
             Command::Register { node, incarnation } => {
                 let key = member_key(*node);
                 if self.get_raw(&key)?.is_some() {
-                    return Ok((Applied::Registered { recorded: false }, clock));
+                    return Ok(Applied::Registered { recorded: false });
                 }
                 batch.put_cf(
                     data,
                     key,
                     encode_stored(u64::MAX, &incarnation.to_be_bytes()),
                 );
-                Ok((Applied::Registered { recorded: true }, clock))
+                Ok(Applied::Registered { recorded: true })
             }
             Command::Forget { node } => {
                 let key = member_key(*node);
                 let existed = self.get_raw(&key)?.is_some();
                 batch.delete_cf(data, key);
-                Ok((Applied::Forgotten { existed }, clock))
+                Ok(Applied::Forgotten { existed })
             }
-            Command::Purge { now_ms, limit } => {
-                let now = clock.max(*now_ms);
+            Command::Purge { limit, .. } => {
                 let mut count = 0u32;
                 for item in self.db.iterator_cf(expiry, IteratorMode::Start) {
                     if count >= *limit {
@@ -179,10 +277,79 @@ impl Keyspace {
                     batch.delete_cf(data, &k[8..]);
                     count += 1;
                 }
-                batch.put_cf(cf(&self.db, CF_SM_META), META_CLOCK, now.to_be_bytes());
-                Ok((Applied::Purged { count }, now))
+                let sessions = self.forget_sessions(batch, *limit, |expires| expires <= now)?;
+                if sessions > 0 {
+                    let left = self.session_count()?.saturating_sub(u64::from(sessions));
+                    put_session_count(batch, data, left);
+                }
+                Ok(Applied::Purged { count, sessions })
             }
         }
+    }
+
+    /// Records that request `id` had `result`, until `now` plus the
+    /// window, and evicts the oldest record if the table is full.
+    fn remember(
+        &self,
+        batch: &mut WriteBatch,
+        id: &str,
+        result: &Applied,
+        now: u64,
+    ) -> Result<(), KeyspaceError> {
+        let data = cf(&self.db, CF_DATA);
+        let expires = now.saturating_add(self.sessions.window_ms);
+        let encoded =
+            bincode_encode(result).map_err(|_| KeyspaceError::Corrupt("session result"))?;
+        batch.put_cf(data, session_key(id), encode_stored(expires, &encoded));
+        batch.put_cf(
+            data,
+            session_index_key(expires, id),
+            encode_stored(u64::MAX, &[]),
+        );
+        let mut count = self.session_count()? + 1;
+        if count > self.sessions.max_records {
+            // The oldest record in the database (the new one is only in the
+            // batch, and expires last anyway).
+            count -= u64::from(self.forget_sessions(batch, 1, |_| true)?);
+        }
+        put_session_count(batch, data, count);
+        Ok(())
+    }
+
+    /// Removes up to `limit` request-id records, oldest first, while
+    /// `expired(expiry)` holds; returns how many (the caller updates the
+    /// count).
+    fn forget_sessions(
+        &self,
+        batch: &mut WriteBatch,
+        limit: u32,
+        expired: impl Fn(u64) -> bool,
+    ) -> Result<u32, KeyspaceError> {
+        let data = cf(&self.db, CF_DATA);
+        let mut removed = 0u32;
+        let it = self
+            .db
+            .iterator_cf(data, IteratorMode::From(SESSION_INDEX, Direction::Forward));
+        for item in it {
+            if removed >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            if !k.starts_with(SESSION_INDEX) {
+                break;
+            }
+            let rest = &k[SESSION_INDEX.len()..];
+            let expires = decode_u64(rest).ok_or(KeyspaceError::Corrupt("session index key"))?;
+            if !expired(expires) {
+                break;
+            }
+            let id = std::str::from_utf8(&rest[8..])
+                .map_err(|_| KeyspaceError::Corrupt("session index key"))?;
+            batch.delete_cf(data, &k);
+            batch.delete_cf(data, session_key(id));
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The incarnation on record for member `node`, if any.
@@ -317,8 +484,9 @@ impl Keyspace {
     }
 }
 
-/// First byte of system records in the data column family; client
-/// locations start with 1, 2 or 3 (see [`crate::store::Location::encode`]).
+/// First byte of system records in the data column family (member
+/// incarnations, request-id records and their index); client locations
+/// start with 1, 2 or 3 (see [`crate::store::Location::encode`]).
 const SYSTEM_TAG: u8 = 0;
 
 /// The record of a member's incarnation. It never expires, so it is not in
@@ -331,6 +499,35 @@ fn member_key(node: u64) -> Vec<u8> {
 
 fn member_key_prefix() -> Vec<u8> {
     vec![SYSTEM_TAG, b'm']
+}
+
+/// Where the result of request `id` is kept: its expiry and the encoded
+/// [`Applied`].
+fn session_key(id: &str) -> Vec<u8> {
+    let mut k = vec![SYSTEM_TAG, b's'];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Prefix of the request-id records' index, ordered by expiry.
+const SESSION_INDEX: &[u8] = &[SYSTEM_TAG, b't'];
+
+/// The number of request-id records (a big-endian u64 value).
+const SESSION_COUNT: &[u8] = &[SYSTEM_TAG, b'c'];
+
+fn session_index_key(expires: u64, id: &str) -> Vec<u8> {
+    let mut k = SESSION_INDEX.to_vec();
+    k.extend_from_slice(&expires.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn put_session_count(batch: &mut WriteBatch, data: &rocksdb::ColumnFamily, count: u64) {
+    batch.put_cf(
+        data,
+        SESSION_COUNT,
+        encode_stored(u64::MAX, &count.to_be_bytes()),
+    );
 }
 
 fn expiry_key(deadline_ms: u64, key: &[u8]) -> Vec<u8> {

@@ -17,7 +17,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
-pub use command::{Applied, Command};
-pub use keyspace::{Keyspace, KeyspaceError};
+pub use command::{Applied, Command, Stamp, MAX_CLOCK_SKEW_MS};
+pub use keyspace::{Keyspace, KeyspaceError, SessionPolicy};
 pub use location::{Location, Scope};
-pub use state_machine::StateMachine;
+pub use state_machine::{ClockObserver, ClockSeen, StateMachine};

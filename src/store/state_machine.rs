@@ -26,11 +26,29 @@ use super::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
+/// The replicated clock moved: reported after an entry that carried a
+/// stamp was applied and advanced the clock. Not part of the replicated
+/// state; a node uses it to predict the cluster time from its monotonic
+/// clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSeen {
+    /// The entry's log index.
+    pub index: u64,
+    /// The replicated clock after the entry, ms since the Unix epoch.
+    pub clock_ms: u64,
+    /// The node that stamped the entry.
+    pub stamped_by: u64,
+}
+
+/// Called with every [`ClockSeen`], right after the entry was applied.
+pub type ClockObserver = std::sync::Arc<dyn Fn(ClockSeen) + Send + Sync>;
+
 /// The replicated state machine of one node.
 pub struct StateMachine {
     keyspace: Keyspace,
     snapshots: Arc<SnapshotDir>,
     clock: u64,
+    on_clock: Option<ClockObserver>,
 }
 
 impl StateMachine {
@@ -62,7 +80,14 @@ impl StateMachine {
             keyspace,
             snapshots,
             clock,
+            on_clock: None,
         })
+    }
+
+    /// Reports every move of the replicated clock to `observer`.
+    pub fn observe_clock(mut self, observer: ClockObserver) -> Self {
+        self.on_clock = Some(observer);
+        self
     }
 
     /// The keyspace this state machine applies to (for reads).
@@ -144,6 +169,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         opts.set_sync(false);
         while let Some((entry, responder)) = entries.try_next().await? {
             let mut batch = WriteBatch::default();
+            let mut seen = None;
             let result = match &entry.payload {
                 EntryPayload::Blank => Applied::Nothing,
                 // An incarnation is recorded only for a current member: a
@@ -156,6 +182,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(cmd) => {
                     let (result, clock) = self.keyspace.apply(&mut batch, cmd, self.clock)?;
+                    if let (true, Some(stamp)) = (clock > self.clock, cmd.stamp()) {
+                        seen = Some(ClockSeen {
+                            index: entry.log_id.index,
+                            clock_ms: clock,
+                            stamped_by: stamp.node,
+                        });
+                    }
                     self.clock = clock;
                     result
                 }
@@ -172,6 +205,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             batch.put_cf(meta, META_APPLIED, bincode_encode(&entry.log_id)?);
             db.write_opt(batch, &opts).map_err(io::Error::other)?;
+            if let (Some(seen), Some(observer)) = (seen, &self.on_clock) {
+                observer(seen);
+            }
             if let Some(responder) = responder {
                 responder.send(result);
             }

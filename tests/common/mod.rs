@@ -43,6 +43,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    /// Extra environment of the process (e.g. libfaketime's variables).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -99,8 +101,29 @@ impl Server {
             log: dir.join(format!("node-{id}.log")),
             data_dir,
             args,
+            env: Vec::new(),
             child: None,
         }
+    }
+
+    /// Sets an environment variable for the process (from its next start).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Makes the process's wall clock run `offset` ahead (`+1d`, `-30s`,
+    /// libfaketime's syntax) from its next start, through libfaketime
+    /// (Debian's `faketime` package, installed by `scripts/setup.sh`).
+    /// Only the wall clock is faked: monotonic time stays true.
+    pub fn fake_wall_clock(&mut self, offset: &str) {
+        let lib = faketime_library().expect(
+            "libfaketimeMT.so.1 not found: install Debian's faketime package (scripts/setup.sh)",
+        );
+        self.set_env("LD_PRELOAD", &lib.display().to_string());
+        self.set_env("FAKETIME", offset);
+        self.set_env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        self.set_env("FAKETIME_NO_CACHE", "1");
     }
 
     /// Starts (or restarts) the process with the same flags and data.
@@ -114,6 +137,7 @@ impl Server {
         let child = Command::new(binary())
             .args(&self.args)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -287,6 +311,12 @@ impl Cluster {
 
     /// Starts `n` nodes (ids 0..n) that form one cluster.
     pub async fn start(n: u64, extra: &[&str]) -> Cluster {
+        Self::start_with(n, extra, |_| {}).await
+    }
+
+    /// Like [`Cluster::start`], with `prepare` called on each node before
+    /// it starts (to set its environment, for example).
+    pub async fn start_with(n: u64, extra: &[&str], prepare: impl Fn(&mut Server)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let peers: BTreeMap<u64, u16> = (0..n).map(|i| (i, ports[i as usize].1)).collect();
@@ -299,6 +329,7 @@ impl Cluster {
             .collect();
         // Start in reverse order: the bootstrapper last, to show order does not matter.
         for node in nodes.iter_mut().rev() {
+            prepare(node);
             node.start();
         }
         let c = Cluster { dir, nodes };
@@ -337,6 +368,24 @@ impl Cluster {
     pub fn node_mut(&mut self, id: u64) -> &mut Server {
         self.nodes.iter_mut().find(|n| n.id == id).unwrap()
     }
+}
+
+/// libfaketime's multithreaded library, where Debian's `faketime` package
+/// puts it (`/usr/lib/<triplet>/faketime/libfaketimeMT.so.1`).
+pub fn faketime_library() -> Option<PathBuf> {
+    for base in ["/usr/lib", "/usr/local/lib", "/usr/lib64"] {
+        let direct = Path::new(base).join("faketime/libfaketimeMT.so.1");
+        if direct.exists() {
+            return Some(direct);
+        }
+        for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let lib = entry.path().join("faketime/libfaketimeMT.so.1");
+            if lib.exists() {
+                return Some(lib);
+            }
+        }
+    }
+    None
 }
 
 /// Builders for wire requests.

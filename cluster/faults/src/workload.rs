@@ -1,7 +1,13 @@
 //! The client workload: concurrent clients, each pinned to one node's
-//! client port, doing Save / Load / Delete on a small key set with the raw
-//! gRPC client (no retries, so every attempt is in the history), one
-//! deadline per operation, and every operation recorded.
+//! client port, doing Save / Load / Delete on a small key set, one deadline
+//! per operation, and every operation recorded.
+//!
+//! Even-numbered clients use the raw gRPC client (no retries, no request
+//! ids, so every attempt is in the history). Odd-numbered clients use the
+//! Rust client library, which sends a request id with every write and
+//! retries UNAVAILABLE answers (outcome unknown included) with the same id
+//! until the deadline: one recorded operation may then be several attempts,
+//! and the checker holds each key linearizable with those retries in it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,6 +20,7 @@ use tonic::{Code, Status};
 
 use super::cluster::{lazy_channel, Cluster};
 use crate::check::{Kind, Op, Outcome};
+use eventstore::client::{Client as RustClient, Error as ClientError};
 use eventstore::proto::protob::event_store_client::EventStoreClient;
 use eventstore::proto::protob::{
     DeleteRequest, LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType,
@@ -132,11 +139,21 @@ impl Workload {
         let mut tasks = Vec::new();
         for c in 0..settings.clients {
             let node = c % cluster.nodes.len() as u32;
-            let channel = lazy_channel(&cluster.node(node).client_addr)?;
+            let addr = &cluster.node(node).client_addr;
+            let channel = lazy_channel(addr)?;
+            let rust = if c % 2 == 1 {
+                let client = RustClient::connect(addr, settings.op_timeout)
+                    .and_then(|cl| cl.with_client_id(&format!("faults-{:x}-c{c}", settings.seed)))
+                    .map_err(|e| anyhow::anyhow!("client {c}: {e}"))?;
+                Some(client)
+            } else {
+                None
+            };
             let client = ClientTask {
                 id: c,
                 node,
                 grpc: EventStoreClient::new(channel),
+                rust,
                 settings: settings.clone(),
                 recorder: recorder.clone(),
                 phase: phase.clone(),
@@ -168,6 +185,9 @@ struct ClientTask {
     id: u32,
     node: u32,
     grpc: EventStoreClient<Channel>,
+    /// The Rust client library (with retries and request ids), for the
+    /// clients that use it.
+    rust: Option<RustClient>,
     settings: Settings,
     recorder: Arc<Recorder>,
     phase: Arc<RwLock<Arc<Phase>>>,
@@ -209,21 +229,29 @@ impl ClientTask {
             } else {
                 (None, 0)
             };
-            let op = execute(
-                &mut self.grpc,
-                &self.settings,
-                &self.recorder,
-                Target {
-                    client: self.id,
-                    node: self.node,
-                    phase: &phase.name,
-                    key,
-                },
-                kind,
-                value,
-                ttl_secs,
-            )
-            .await;
+            let target = Target {
+                client: self.id,
+                node: self.node,
+                phase: &phase.name,
+                key,
+            };
+            let op = match &self.rust {
+                Some(rust) => {
+                    execute_with_client(rust, &self.recorder, target, kind, value, ttl_secs).await
+                }
+                None => {
+                    execute(
+                        &mut self.grpc,
+                        &self.settings,
+                        &self.recorder,
+                        target,
+                        kind,
+                        value,
+                        ttl_secs,
+                    )
+                    .await
+                }
+            };
             let ok = op.outcome == Outcome::Ok;
             self.recorder.push(op);
             if !ok {
@@ -296,6 +324,76 @@ pub async fn execute(
     };
     let complete_ns = recorder.now_ns();
     let (outcome, read, error) = classify(kind, res, settings.trust_unavailable);
+    Op {
+        id: 0,
+        client: target.client,
+        node: target.node,
+        phase: target.phase.to_string(),
+        key: target.key.to_string(),
+        kind,
+        value: if kind == Kind::Save { value } else { read },
+        ttl_ms: u64::from(ttl_secs) * 1000,
+        invoke_ns,
+        complete_ns,
+        outcome,
+        error,
+    }
+}
+
+/// Runs one operation through the Rust client library (its own timeout is
+/// the operation's deadline; it retries UNAVAILABLE answers, a write with
+/// the same request id) and returns its record.
+///
+/// A write that failed with anything but a rule violation is
+/// indeterminate: an earlier attempt may have been applied (at most once).
+pub async fn execute_with_client(
+    client: &RustClient,
+    recorder: &Recorder,
+    target: Target<'_>,
+    kind: Kind,
+    value: Option<String>,
+    ttl_secs: u32,
+) -> Op {
+    let scope = client.global();
+    let invoke_ns = recorder.now_ns();
+    let res: Result<Option<String>, ClientError> = match kind {
+        Kind::Save => scope
+            .save_value(
+                target.key,
+                value.clone().unwrap_or_default().into_bytes(),
+                ttl_secs as i32,
+            )
+            .await
+            .map(|_| None),
+        Kind::Delete => scope.delete_value(target.key).await.map(|_| None),
+        Kind::Load => match scope.load_value(target.key).await {
+            Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            Err(ClientError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
+    };
+    let complete_ns = recorder.now_ns();
+    let (outcome, read, error) = match res {
+        Ok(v) => (Outcome::Ok, v, None),
+        Err(e) => {
+            let label = match &e {
+                ClientError::InvalidArgument(_) => "client:invalid-argument",
+                ClientError::TooLarge(_) => "client:too-large",
+                ClientError::Unavailable(m) if m.starts_with(OUTCOME_UNKNOWN) => {
+                    "client:unavailable(outcome unknown)"
+                }
+                ClientError::Unavailable(_) => "client:unavailable",
+                ClientError::Timeout(_) => "client:timeout",
+                _ => "client:other",
+            };
+            let outcome = match (&e, kind) {
+                (ClientError::InvalidArgument(_) | ClientError::TooLarge(_), _) => Outcome::Failed,
+                (_, Kind::Load) => Outcome::Failed,
+                _ => Outcome::Indeterminate,
+            };
+            (outcome, None, Some(label.to_string()))
+        }
+    };
     Op {
         id: 0,
         client: target.client,
