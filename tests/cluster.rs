@@ -342,6 +342,43 @@ async fn a_paused_leader_steps_down_and_never_serves_a_stale_read() {
     .await;
 }
 
+/// Stops one follower (SIGKILL) and saves `location(i)` = `value(i)` for
+/// i = 0, 1, ... through the leader until the leader has purged its log
+/// behind a snapshot, so the follower can only catch up by snapshot.
+/// Returns the leader, the stopped follower and how many values were saved.
+async fn stop_a_follower_and_write_past_the_log(
+    c: &mut Cluster,
+    location: impl Fn(u32) -> eventstore::proto::protob::LocationType,
+    value: impl Fn(u32) -> Vec<u8>,
+) -> (u64, u64, u32) {
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let lagging = c
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .unwrap();
+    c.node_mut(lagging).kill9();
+    let mut client = c.node(leader).client().await;
+    // The leader purges its log behind a snapshot only between retries
+    // to the unreachable node, so keep writing until it has.
+    let mut written = 0u32;
+    loop {
+        for i in written..written + 100 {
+            client
+                .save(save_req(location(i), &value(i), 600))
+                .await
+                .unwrap();
+        }
+        written += 100;
+        let s = c.node(leader).status().await.unwrap();
+        if s.purged_index.unwrap_or(0) > 100 {
+            return (leader, lagging, written);
+        }
+        assert!(written < 5000, "the leader never purged its log: {s:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_node_that_missed_many_writes_catches_up_by_snapshot() {
     let mut c = Cluster::start(
@@ -350,36 +387,12 @@ async fn a_node_that_missed_many_writes_catches_up_by_snapshot() {
     )
     .await;
     bounded(LIMIT, async {
-        let leader = c.leader(Duration::from_secs(10)).await;
-        let lagging = c
-            .nodes
-            .iter()
-            .map(|n| n.id)
-            .find(|id| *id != leader)
-            .unwrap();
-        c.node_mut(lagging).kill9();
-        let mut client = c.node(leader).client().await;
-        // The leader purges its log behind a snapshot only between retries
-        // to the unreachable node, so keep writing until it has.
-        let mut written = 0u32;
-        loop {
-            for i in written..written + 100 {
-                client
-                    .save(save_req(
-                        instance("b", "i", &format!("k{i}")),
-                        &i.to_be_bytes(),
-                        600,
-                    ))
-                    .await
-                    .unwrap();
-            }
-            written += 100;
-            let s = c.node(leader).status().await.unwrap();
-            if s.purged_index.unwrap_or(0) > 100 {
-                break;
-            }
-            assert!(written < 5000, "the leader never purged its log: {s:?}");
-        }
+        let (_leader, lagging, written) = stop_a_follower_and_write_past_the_log(
+            &mut c,
+            |i| instance("b", "i", &format!("k{i}")),
+            |i| i.to_be_bytes().to_vec(),
+        )
+        .await;
         c.node_mut(lagging).start();
         c.node(lagging).wait_ready(Duration::from_secs(30)).await;
         converged(&c, Duration::from_secs(30)).await;
@@ -416,31 +429,10 @@ async fn a_leader_with_a_corrupt_snapshot_file_still_brings_a_follower_up_to_the
     )
     .await;
     bounded(LIMIT, async {
-        let leader = c.leader(Duration::from_secs(10)).await;
-        let lagging = c
-            .nodes
-            .iter()
-            .map(|n| n.id)
-            .find(|id| *id != leader)
-            .unwrap();
-        c.node_mut(lagging).kill9();
-        let mut client = c.node(leader).client().await;
         let value = |i: u32| format!("value-{i:06}-0123456789abcdef").into_bytes();
-        let mut written = 0u32;
-        loop {
-            for i in written..written + 100 {
-                client
-                    .save(save_req(global(&format!("k{i}")), &value(i), 600))
-                    .await
-                    .unwrap();
-            }
-            written += 100;
-            let s = c.node(leader).status().await.unwrap();
-            if s.purged_index.unwrap_or(0) > 100 {
-                break;
-            }
-            assert!(written < 5000, "the leader never purged its log: {s:?}");
-        }
+        let (leader, lagging, written) =
+            stop_a_follower_and_write_past_the_log(&mut c, |i| global(&format!("k{i}")), value)
+                .await;
         // Change eight bytes of one value inside the leader's snapshot file.
         let path = c
             .node(leader)

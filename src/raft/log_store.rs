@@ -269,6 +269,23 @@ mod tests {
         LogStore::new(crate::store::db::open(&dir.join("db")).expect("open db"))
     }
 
+    /// Writes entries 1..=`last` straight into the log, synced.
+    fn write_entries(s: &LogStore, last: u64) {
+        let mut batch = WriteBatch::default();
+        for i in 1..=last {
+            let e = Entry::new_normal(
+                log_id(i),
+                Command::Delete {
+                    key: vec![i as u8],
+                    stamp: crate::store::command::Stamp::wall(0),
+                    request: None,
+                },
+            );
+            batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
+        }
+        s.db.write_opt(batch, &synced()).unwrap();
+    }
+
     /// A crash between recording a purge point and deleting the entries
     /// behind it leaves the purge point ahead of the last entry (openraft
     /// purges up to a snapshot it installed, which may be past the log).
@@ -278,19 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = store(dir.path());
-            let mut batch = WriteBatch::default();
-            for i in 1..=3 {
-                let e = Entry::new_normal(
-                    log_id(i),
-                    Command::Delete {
-                        key: vec![i as u8],
-                        stamp: crate::store::command::Stamp::wall(0),
-                        request: None,
-                    },
-                );
-                batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
-            }
-            s.db.write_opt(batch, &synced()).unwrap();
+            write_entries(&s, 3);
             // What the first of the two writes of a purge to index 10 leaves.
             s.put_meta(META_PURGED, &log_id(10), true).unwrap();
         }
@@ -332,19 +337,7 @@ mod tests {
     async fn purge_removes_entries_and_records_the_point_together() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = store(dir.path());
-        let mut batch = WriteBatch::default();
-        for i in 1..=5 {
-            let e = Entry::new_normal(
-                log_id(i),
-                Command::Delete {
-                    key: vec![i as u8],
-                    stamp: crate::store::command::Stamp::wall(0),
-                    request: None,
-                },
-            );
-            batch.put_cf(cf(&s.db, CF_LOG), index_key(i), bincode_encode(&e).unwrap());
-        }
-        s.db.write_opt(batch, &synced()).unwrap();
+        write_entries(&s, 5);
         s.purge(log_id(3)).await.unwrap();
         drop(s);
         let mut s = store(dir.path());
