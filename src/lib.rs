@@ -18,6 +18,7 @@
 //! - [`store`]: the replicated keyspace and state machine (keys, expiry, snapshots);
 //! - [`client`]: the Rust client library;
 //! - [`config`]: settings shared by the command line and the server;
+//! - [`random`]: random identifiers (incarnations, client ids);
 //! - [`proto`]: generated protobuf code (the wire contract and the peer protocol).
 //!
 //! The fault-injection suite and its history checker are test machinery
@@ -32,5 +33,6 @@ pub mod client;
 pub mod config;
 pub mod proto;
 pub mod raft;
+pub mod random;
 pub mod server;
 pub mod store;

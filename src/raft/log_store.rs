@@ -61,7 +61,7 @@ impl LogStore {
             }
             return Ok(incarnation);
         }
-        let incarnation = new_incarnation();
+        let incarnation = crate::random::nonzero_u64();
         self.put_meta(META_IDENTITY, &(node_id, incarnation), true)?;
         Ok(incarnation)
     }
@@ -95,19 +95,6 @@ impl LogStore {
             }
         }
     }
-}
-
-fn new_incarnation() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish().max(1)
 }
 
 fn index_key(index: u64) -> [u8; 8] {
