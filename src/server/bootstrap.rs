@@ -26,7 +26,8 @@ use crate::raft::types::{Node as RaftNode, NodeId, Raft};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two rounds of asking.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// How often a node still waiting for answers says so in its log.
+/// How often a node still waiting for answers says so in its log (and
+/// whenever the set of peers it waits for changes).
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 /// What the peers said about their logs.
@@ -35,8 +36,8 @@ enum Peers {
     AllEmpty,
     /// This peer holds a log up to this index: a cluster exists.
     HoldsLog(NodeId, String, u64),
-    /// Some peers did not answer (why, per peer); none holds a log.
-    Unknown(Vec<String>),
+    /// Some peers did not answer (which, and why); none holds a log.
+    Unknown(Vec<(NodeId, String)>),
 }
 
 /// Runs once at start-up, until the cluster is formed, this node is found
@@ -67,6 +68,7 @@ pub async fn run(
         .map(|(id, addr)| (*id, addr.clone()))
         .collect();
     let mut reported: Option<Instant> = None;
+    let mut reported_ids: Vec<NodeId> = Vec::new();
     loop {
         if joined(&raft) {
             tracing::info!("this node was added to the cluster");
@@ -88,13 +90,16 @@ pub async fn run(
                 return;
             }
             Peers::Unknown(why) => {
-                if reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+                let ids: Vec<NodeId> = why.iter().map(|(id, _)| *id).collect();
+                if reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) || ids != reported_ids {
+                    let why: Vec<&str> = why.iter().map(|(_, w)| w.as_str()).collect();
                     tracing::info!(
                         unanswered = ?why,
                         "empty data directory; waiting for every peer in --peers to say whether \
                          it holds a Raft log before initializing a cluster"
                     );
                     reported = Some(Instant::now());
+                    reported_ids = ids;
                 }
             }
         }
@@ -119,7 +124,7 @@ async fn ask(peers: &[(NodeId, String)]) -> Peers {
         match answer {
             Ok(None) => {}
             Ok(Some(last)) => return Peers::HoldsLog(*id, addr.clone(), last),
-            Err(why) => unknown.push(format!("{id} ({addr}): {why}")),
+            Err(why) => unknown.push((*id, format!("{id} ({addr}): {why}"))),
         }
     }
     if unknown.is_empty() {

@@ -27,12 +27,50 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_eventstore")
 }
 
-/// A port that was free a moment ago.
+/// A port for a node to listen on: free a moment ago, never handed out
+/// before in this test process, and below the kernel's ephemeral range
+/// (32768 and up on Linux), so neither another node of the same test nor
+/// an outgoing connection of a neighbouring test can take it between this
+/// call and the node's bind. (A port from `bind(0)` lies inside that range
+/// and is handed out again at once, which made cluster starts flaky.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    const LOW: u64 = 20_000;
+    const HIGH: u64 = 32_000;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    // A per-process random start (pid and time), then a splitmix sequence.
+    let _ = STATE.compare_exchange(
+        0,
+        u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..10_000 {
+        let mut z = STATE
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let port = (LOW + z % (HIGH - LOW)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{HIGH}");
 }
 
 /// One running node.
@@ -248,29 +286,32 @@ impl Server {
         self.admin().await.status(req).await.map(|r| r.into_inner())
     }
 
-    /// Waits until the node reports SERVING on the gRPC health service.
-    pub async fn wait_ready(&self, timeout: Duration) {
+    /// Whether the node reports SERVING on the gRPC health service now.
+    pub async fn is_ready(&self) -> bool {
         use tonic_health::pb::health_client::HealthClient;
         use tonic_health::pb::HealthCheckRequest;
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr()))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(200))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await;
+        let Ok(ch) = ch else { return false };
+        match HealthClient::new(ch)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().status == 1,
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until the node reports SERVING on the gRPC health service.
+    pub async fn wait_ready(&self, timeout: Duration) {
         let start = Instant::now();
-        loop {
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr()))
-                .unwrap()
-                .connect_timeout(Duration::from_millis(200))
-                .connect()
-                .await;
-            if let Ok(ch) = ch {
-                if let Ok(r) = HealthClient::new(ch)
-                    .check(HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                {
-                    if r.into_inner().status == 1 {
-                        return;
-                    }
-                }
-            }
+        while !self.is_ready().await {
             if start.elapsed() > timeout {
                 panic!(
                     "node {} not ready within {timeout:?}; log:\n{}",
@@ -332,11 +373,40 @@ impl Cluster {
             prepare(node);
             node.start();
         }
-        let c = Cluster { dir, nodes };
-        for node in &c.nodes {
-            node.wait_ready(Duration::from_secs(30)).await;
-        }
+        let mut c = Cluster { dir, nodes };
+        c.wait_all_ready(Duration::from_secs(30)).await;
         c
+    }
+
+    /// Waits until every node serves; on timeout, fails with every node's
+    /// state and log, since the node that holds a cluster back (one that
+    /// exited, or cannot be reached) is rarely the one being waited for.
+    pub async fn wait_all_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let mut waiting = Vec::new();
+            for node in &self.nodes {
+                if !node.is_ready().await {
+                    waiting.push(node.id);
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            if start.elapsed() > timeout {
+                let mut report = format!("nodes {waiting:?} not ready within {timeout:?}");
+                for node in &mut self.nodes {
+                    let state = match node.exited() {
+                        Some(status) => format!("exited: {status}"),
+                        None => "running".to_string(),
+                    };
+                    report +=
+                        &format!("\n--- node {} ({state}) log:\n{}", node.id, node.log_tail());
+                }
+                panic!("{report}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The id of the leader, as the running nodes agree on it.

@@ -261,10 +261,8 @@ impl Cluster {
         for node in nodes.iter_mut().rev() {
             node.start();
         }
-        let c = Cluster { dir, nodes };
-        for node in &c.nodes {
-            node.wait_ready(Duration::from_secs(30)).await;
-        }
+        let mut c = Cluster { dir, nodes };
+        c.wait_all_ready(Duration::from_secs(30)).await;
         (c, proxies)
     }
 }
