@@ -1,12 +1,16 @@
 //! Three real `eventstore serve` processes whose peer traffic passes
 //! through a proxy per node (`common::proxy`), so a test can cut the link
-//! between two nodes only, or slow one node's answers: a restarted node
+//! between two nodes only, or slow one node's answers: a leader cut off
+//! from its peers, whose clients still reach it, never serves a value older
+//! than one the majority acknowledged; a restarted node
 //! does not help elect a new leader while the old one still counts its
 //! acknowledgement in its read lease; a member removed while leadership
 //! moves leaves its id free for a new node.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,6 +18,161 @@ use eventstore::proto::peer::{AddLearnerRequest, NodeRequest};
 use tonic::Code;
 
 const LIMIT: Duration = Duration::from_secs(240);
+
+/// What one read through the old leader gave: when it was sent, and the
+/// version it returned (or the error code).
+type Read = (Instant, Result<u64, Code>);
+
+/// Reads `k` through `addr` every 20 ms until `stop`, each with a 1 s deadline.
+fn read_in_a_loop(addr: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Read>> {
+    tokio::spawn(async move {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut cl = eventstore::proto::protob::event_store_client::EventStoreClient::new(ch);
+        let mut reads = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            let mut r = tonic::Request::new(load_req(global("k")));
+            r.set_timeout(Duration::from_secs(1));
+            let got = match cl.load(r).await {
+                Ok(v) => Ok(u64::from_be_bytes(
+                    v.into_inner().value[..]
+                        .try_into()
+                        .expect("an 8-byte version"),
+                )),
+                Err(st) => Err(st.code()),
+            };
+            reads.push((sent, got));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        reads
+    })
+}
+
+/// The leader loses its peers (both directions) but not its clients, who
+/// keep reading through it while the other two elect a new leader and
+/// commit newer versions of the same key. Every read the old leader
+/// answers must return a version at least as new as the newest one
+/// acknowledged before the read was sent; it may fail instead. Once the
+/// partition heals, reads through it succeed again with the newest value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_that_keeps_its_clients_never_serves_a_stale_value() {
+    let (c, proxies) = Cluster::start_behind_proxies(3, &[]).await;
+    bounded(LIMIT, async {
+        let l = c.leader(Duration::from_secs(10)).await;
+        let others: Vec<u64> = c.nodes.iter().map(|n| n.id).filter(|i| *i != l).collect();
+        c.node(l)
+            .client()
+            .await
+            .save(save_req(global("k"), &0u64.to_be_bytes(), 600))
+            .await
+            .unwrap();
+        let acked: Arc<Mutex<Vec<(u64, Instant)>>> =
+            Arc::new(Mutex::new(vec![(0, Instant::now())]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = read_in_a_loop(c.node(l).addr(), stop.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Cut L from its peers only: its client port stays reachable.
+        proxies[l as usize].refuse_all();
+        for o in &others {
+            proxies[*o as usize].refuse(c.node(l).pid());
+        }
+        let cut = Instant::now();
+        let mut via = c.node(others[0]).client().await;
+        let mut version = 1u64;
+        while cut.elapsed() < Duration::from_secs(4) {
+            let mut r = tonic::Request::new(save_req(global("k"), &version.to_be_bytes(), 600));
+            r.set_timeout(Duration::from_secs(1));
+            if via.save(r).await.is_ok() {
+                acked.lock().unwrap().push((version, Instant::now()));
+                version += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let newest = version - 1;
+        assert!(
+            newest >= 5,
+            "the majority committed only {newest} versions in 4 s"
+        );
+        let s = c.node(l).status().await.unwrap();
+        assert_eq!(
+            s.leader_id,
+            Some(l),
+            "the cut-off leader should still believe it leads: {s:?}"
+        );
+
+        for p in &proxies {
+            p.heal();
+        }
+        let healed = Instant::now();
+        // Reads through L succeed again (relayed to the new leader).
+        let mut served = false;
+        while healed.elapsed() < Duration::from_secs(10) {
+            let mut r = tonic::Request::new(load_req(global("k")));
+            r.set_timeout(Duration::from_secs(1));
+            if let Ok(v) = c.node(l).client().await.load(r).await {
+                assert_eq!(
+                    &v.into_inner().value[..],
+                    &newest.to_be_bytes()[..],
+                    "stale read through the old leader after the heal"
+                );
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let reads = reader.await.unwrap();
+        assert!(
+            served,
+            "no read through the old leader succeeded after the heal"
+        );
+
+        let acked = acked.lock().unwrap().clone();
+        let newest_before = |t: Instant| {
+            acked
+                .iter()
+                .filter(|(_, at)| *at < t)
+                .map(|(v, _)| *v)
+                .max()
+                .unwrap_or(0)
+        };
+        let during: Vec<&Read> = reads
+            .iter()
+            .filter(|(sent, _)| *sent >= cut && *sent < healed)
+            .collect();
+        let answered = during.iter().filter(|(_, r)| r.is_ok()).count();
+        println!(
+            "old leader {l}: {} reads sent during the cut, {answered} answered, {} versions \
+             committed by the majority",
+            during.len(),
+            newest
+        );
+        assert!(
+            !during.is_empty(),
+            "no reads reached the old leader during the cut"
+        );
+        for (sent, got) in &reads {
+            match got {
+                Ok(v) => assert!(
+                    *v >= newest_before(*sent),
+                    "stale read: the old leader returned version {v} {:?} after the cut, when \
+                     version {} had been acknowledged before the read was sent",
+                    sent.saturating_duration_since(cut),
+                    newest_before(*sent)
+                ),
+                Err(code) => assert!(
+                    matches!(code, Code::Unavailable | Code::DeadlineExceeded),
+                    "{code:?}"
+                ),
+            }
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_does_not_vote_while_the_old_leader_holds_its_lease() {

@@ -19,16 +19,27 @@ pub const CF_SM_META: &str = "sm_meta";
 
 const ALL: [&str; 5] = [CF_LOG, CF_LOG_META, CF_DATA, CF_EXPIRY, CF_SM_META];
 
-/// Opens (creating if needed) the node's database at `path`.
-pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+/// The database options every node uses.
+pub fn options() -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts
+}
+
+/// Opens (creating if needed) the node's database at `path`.
+pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    open_with(path, &options())
+}
+
+/// Opens the database at `path` with `opts` (from [`options`], perhaps
+/// with statistics turned on).
+pub fn open_with(path: &Path, opts: &Options) -> Result<Arc<DB>, rocksdb::Error> {
     let cfs = ALL
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+    Ok(Arc::new(DB::open_cf_descriptors(opts, path, cfs)?))
 }
 
 /// Looks up a column family this module created.
