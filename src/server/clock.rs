@@ -16,6 +16,10 @@
 //! add up), except the first one after it starts when it has seen no other
 //! node's stamp: then its wall clock is all it has. Entries replayed from
 //! the log at start-up are not observations either: their stamps are old.
+//! Nor does a stamp move the prediction back: an entry applied late (a new
+//! leader commits its predecessor's last entries seconds after they were
+//! stamped) tells that the cluster time was at least its stamp, which the
+//! prediction already knows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -72,7 +76,20 @@ impl Timeline {
             return;
         }
         let mut s = self.lock();
-        if seen.stamped_by != self.node || s.anchor.is_none() {
+        let Some((base, since)) = s.anchor else {
+            s.anchor = Some((seen.clock_ms, at));
+            return;
+        };
+        if seen.stamped_by == self.node {
+            return;
+        }
+        // A stamp says the cluster time was at least this when it was made;
+        // applied late (a new leader committing its predecessor's entries,
+        // a follower's backlog), it is older than the present. The time
+        // already predicted is a lower bound too: keep the later of the two.
+        let elapsed =
+            u64::try_from(at.saturating_duration_since(since).as_millis()).unwrap_or(u64::MAX);
+        if seen.clock_ms > base.saturating_add(elapsed) {
             s.anchor = Some((seen.clock_ms, at));
         }
     }
@@ -179,6 +196,30 @@ mod tests {
         }
         let at = t0 + Duration::from_secs(2);
         assert_eq!(t.predict(at), Some(T0 + 2_000));
+    }
+
+    /// A new leader applies its predecessor's last entries only once it has
+    /// committed its own first entry, seconds after they were stamped; a
+    /// follower back from a pause applies a backlog. Those old stamps say
+    /// the cluster time was at least that much, not that it is that much
+    /// now: they must not pull the prediction back (which made a new
+    /// leader stamp seconds in the past for its whole term, so values
+    /// outlived their TTL, or vanished early after the next change).
+    #[test]
+    fn an_old_stamp_applied_late_does_not_pull_the_prediction_back() {
+        let t = Timeline::new(1);
+        t.set_replayed_through(Some(10));
+        let t0 = Instant::now();
+        t.observe(seen(11, T0, 0), t0);
+        // An entry node 0 stamped at T0 + 500 ms, applied 3.5 s later.
+        let late = t0 + Duration::from_millis(4_000);
+        t.observe(seen(12, T0 + 500, 0), late);
+        assert_eq!(t.predict(late), Some(T0 + 4_000));
+        let s = t.stamp(T0 + 4_000, late);
+        assert_eq!(s.time_ms(), T0 + 4_000);
+        // A stamp ahead of the prediction still moves it forward.
+        t.observe(seen(13, T0 + 4_600, 0), late);
+        assert_eq!(t.predict(late), Some(T0 + 4_600));
     }
 
     #[test]
