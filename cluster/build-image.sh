@@ -84,7 +84,7 @@ ENV RUST_LOG=info \\
     EVENTSTORE_DATA_DIR=/var/lib/eventstore
 USER ${APP_UID}:${APP_GID}
 WORKDIR /var/lib/eventstore
-EXPOSE 8080 9090
+EXPOSE 8080 9090 9100
 VOLUME ["/var/lib/eventstore"]
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \\
     CMD ["/usr/local/bin/eventstore", "health", "--server", "127.0.0.1:8080"]

@@ -100,6 +100,7 @@ log "cluster is up: all ${#ES_SERVICES[@]} nodes healthy"
 cat <<INFO
 client gRPC:  127.0.0.1:18080  127.0.0.1:18081  127.0.0.1:18082
 peer/admin:   127.0.0.1:19090  127.0.0.1:19091  127.0.0.1:19092
+metrics:      http://127.0.0.1:19100/metrics  (19101, 19102; also /healthz, /readyz)
 try:          target/release/eventstore cluster status --server 127.0.0.1:19090
               target/release/eventstore client --server 127.0.0.1:18080 --command save --scope Global --key k --value v --ttl 60
 stop:         cluster/down.sh

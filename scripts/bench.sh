@@ -35,7 +35,7 @@ wait_ready() {
 echo "== single node"
 port=$(free_port); peer=$(free_port)
 "$es" serve --listen "127.0.0.1:$port" --peer-listen "127.0.0.1:$peer" --data-dir "$work/single" \
-  2>"$work/single.log" &
+  --metrics-listen "127.0.0.1:$(free_port)" 2>"$work/single.log" &
 pids+=($!)
 wait_ready "127.0.0.1:$port"
 "$es" bench --server "127.0.0.1:$port" "$@"
@@ -50,7 +50,8 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do
   "$es" serve --node-id "$i" --listen "127.0.0.1:${ports[i]}" --peer-listen "127.0.0.1:${peers[i]}" \
-    --peers "$list" --data-dir "$work/node-$i" 2>"$work/node-$i.log" &
+    --peers "$list" --data-dir "$work/node-$i" --metrics-listen "127.0.0.1:$(free_port)" \
+    2>"$work/node-$i.log" &
   pids+=($!)
 done
 for i in 0 1 2; do wait_ready "127.0.0.1:${ports[i]}"; done

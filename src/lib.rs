@@ -19,6 +19,7 @@
 //! - [`client`]: the Rust client library;
 //! - [`config`]: settings shared by the command line and the server;
 //! - [`random`]: random identifiers (incarnations, client ids);
+//! - [`metrics`]: the Prometheus metrics every layer updates;
 //! - [`proto`]: generated protobuf code (the wire contract and the peer protocol).
 //!
 //! The fault-injection suite and its history checker are test machinery
@@ -31,6 +32,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod proto;
 pub mod raft;
 pub mod random;

@@ -419,6 +419,7 @@ async fn default_ttls_are_read_from_the_environment() {
             &dir.path().join("d").display().to_string(),
         ])
         .env("EVENTSTORE_DEFAULT_GLOBAL_TTL", "1")
+        .env("EVENTSTORE_METRICS_LISTEN", "off")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

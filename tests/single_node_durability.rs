@@ -109,6 +109,7 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
             "--data-dir",
             &s.data_dir.display().to_string(),
         ])
+        .env("EVENTSTORE_METRICS_LISTEN", "off")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -24,6 +24,17 @@ pub enum Request {
     Delete(DeleteRequest),
 }
 
+impl Request {
+    /// The method's name, as logs and metrics label it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::Save(_) => "save",
+            Request::Load(_) => "load",
+            Request::Delete(_) => "delete",
+        }
+    }
+}
+
 /// The answer to a [`Request`].
 #[derive(Clone, Debug)]
 pub enum Reply {

@@ -14,6 +14,7 @@ use super::deadline::deadline_of;
 use super::error::ANSWERED_KEY;
 use super::handler::{Handler, Reply, Request as NodeRequest};
 use super::request_id::request_id_of;
+use crate::metrics;
 use crate::proto::peer::forward_server::Forward;
 use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
@@ -53,7 +54,31 @@ impl<H: Handler> EventStoreService<H> {
         }
     }
 
+    /// Serves one request and counts it (by method, status code and
+    /// origin) in the node's metrics.
     async fn serve<T, R: FromReply>(
+        &self,
+        method: &'static str,
+        req: Request<T>,
+        wrap: fn(T) -> NodeRequest,
+    ) -> Result<Response<R>, Status> {
+        let via = if self.relayed { "relay" } else { "client" };
+        let timer = metrics::REQUEST_SECONDS
+            .with_label_values(&[method, via])
+            .start_timer();
+        let answer = self.answer(req, wrap).await;
+        timer.observe_duration();
+        let code = match &answer {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        metrics::REQUESTS
+            .with_label_values(&[method, metrics::code_label(code), via])
+            .inc();
+        answer
+    }
+
+    async fn answer<T, R: FromReply>(
         &self,
         req: Request<T>,
         wrap: fn(T) -> NodeRequest,
@@ -116,35 +141,35 @@ impl FromReply for DeleteResponse {
 #[tonic::async_trait]
 impl<H: Handler> EventStore for EventStoreService<H> {
     async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
-        self.serve(req, NodeRequest::Save).await
+        self.serve("save", req, NodeRequest::Save).await
     }
 
     async fn load(&self, req: Request<LoadRequest>) -> Result<Response<LoadResponse>, Status> {
-        self.serve(req, NodeRequest::Load).await
+        self.serve("load", req, NodeRequest::Load).await
     }
 
     async fn delete(
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.serve(req, NodeRequest::Delete).await
+        self.serve("delete", req, NodeRequest::Delete).await
     }
 }
 
 #[tonic::async_trait]
 impl<H: Handler> Forward for EventStoreService<H> {
     async fn save(&self, req: Request<SaveRequest>) -> Result<Response<SaveResponse>, Status> {
-        self.serve(req, NodeRequest::Save).await
+        self.serve("save", req, NodeRequest::Save).await
     }
 
     async fn load(&self, req: Request<LoadRequest>) -> Result<Response<LoadResponse>, Status> {
-        self.serve(req, NodeRequest::Load).await
+        self.serve("load", req, NodeRequest::Load).await
     }
 
     async fn delete(
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.serve(req, NodeRequest::Delete).await
+        self.serve("delete", req, NodeRequest::Delete).await
     }
 }

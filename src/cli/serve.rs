@@ -25,6 +25,14 @@ pub struct ServeArgs {
     /// Peer gRPC address (Raft, relays, admin).
     #[arg(long, env = "EVENTSTORE_PEER_LISTEN", default_value = "0.0.0.0:9090")]
     pub peer_listen: SocketAddr,
+    /// HTTP address for Prometheus metrics (`/metrics`) and the liveness
+    /// and readiness probes (`/healthz`, `/readyz`); `off` disables it.
+    #[arg(
+        long,
+        env = "EVENTSTORE_METRICS_LISTEN",
+        default_value = "0.0.0.0:9100"
+    )]
+    pub metrics_listen: String,
     /// Initial voters, `ID=HOST:PORT,...` (peer ports). Default: this node alone.
     #[arg(long, env = "EVENTSTORE_PEERS")]
     pub peers: Option<String>,
@@ -161,10 +169,17 @@ impl ServeArgs {
         if self.purge_batch == 0 {
             bail!("--purge-batch must be at least 1");
         }
+        let metrics_listen = match self.metrics_listen.trim() {
+            "off" => None,
+            addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
+                anyhow::anyhow!("--metrics-listen must be HOST:PORT or off, not {addr:?}: {e}")
+            })?),
+        };
         Ok(ServeConfig {
             node_id,
             listen: self.listen,
             peer_listen: self.peer_listen,
+            metrics_listen,
             peers,
             data_dir: self.data_dir.clone(),
             limits: Limits {

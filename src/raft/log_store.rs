@@ -15,6 +15,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::types::{Entry, LogId, TypeConfig, Vote};
+use crate::metrics;
 use crate::store::db::{cf, CF_LOG, CF_LOG_META};
 use crate::store::snapshot::{bincode_decode, bincode_encode};
 
@@ -75,10 +76,22 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T, sync: bool) -> io::Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_LOG_META), key, bincode_encode(v)?);
+        if sync {
+            return self.write_synced(batch);
+        }
         self.db
-            .put_cf_opt(cf(&self.db, CF_LOG_META), key, bincode_encode(v)?, &opts)
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(io::Error::other)
+    }
+
+    /// Writes `batch` and fsyncs the WAL before returning; the time it
+    /// took is the node's fsync latency metric.
+    fn write_synced(&self, batch: WriteBatch) -> io::Result<()> {
+        let _timer = metrics::FSYNC_SECONDS.start_timer();
+        self.db
+            .write_opt(batch, &synced())
             .map_err(io::Error::other)
     }
 
@@ -194,10 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(log, index_key(entry.index()), bincode_encode(&entry)?);
         }
-        let res = self
-            .db
-            .write_opt(batch, &synced())
-            .map_err(io::Error::other);
+        let res = self.write_synced(batch);
         match res {
             Ok(()) => {
                 callback.io_completed(Ok(()));
@@ -215,9 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf(&self.db, CF_LOG), index_key(from), index_key(u64::MAX));
         // u64::MAX itself is never a real index.
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(io::Error::other)
+        self.write_synced(batch)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -234,9 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             index_key(0),
             index_key(log_id.index().saturating_add(1)),
         );
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(io::Error::other)
+        self.write_synced(batch)
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`node`]: request routing (serve on the leader or relay to it);
 //! - [`clock`]: this node's prediction of the cluster time, for its stamps;
 //! - [`peer`]: the services on the peer port (Raft RPCs, admin);
+//! - [`metrics_http`]: Prometheus metrics and the HTTP probes;
 //! - [`expiry`]: the purger that turns expired values into log entries;
 //! - [`registrar`]: records each member's data-directory incarnation;
 //! - [`vote_guard`]: keeps a node that just started out of elections;
@@ -13,6 +14,7 @@
 pub mod bootstrap;
 pub mod clock;
 pub mod expiry;
+pub mod metrics_http;
 pub mod node;
 pub mod peer;
 pub mod registrar;
@@ -58,6 +60,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Peer gRPC address to bind.
     pub peer_listen: SocketAddr,
+    /// HTTP address for metrics and probes to bind (`None`: not served).
+    pub metrics_listen: Option<SocketAddr>,
     /// Initial voters: id -> peer address (`HOST:PORT`). Must contain `node_id`.
     pub peers: BTreeMap<NodeId, String>,
     /// Where the database and snapshots live.
@@ -148,6 +152,12 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
         .await
         .with_context(|| format!("binding the peer port {}", cfg.peer_listen))?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the metrics port {addr} (--metrics-listen; `off` disables it)")
+        })?),
+        None => None,
+    };
 
     let channels = Channels::default();
     let observed = Observed::default();
@@ -254,7 +264,21 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     ));
     let purger = tokio::spawn(expiry::run_purger(node.clone(), stop_rx.clone()));
     let registrar = tokio::spawn(registrar::run_registrar(node.clone(), stop_rx.clone()));
-    let health_task = tokio::spawn(report_health(raft.clone(), health, stop_rx.clone()));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let health_task = tokio::spawn(report_health(
+        raft.clone(),
+        health,
+        ready_tx,
+        stop_rx.clone(),
+    ));
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(metrics_http::serve(
+            listener,
+            node.clone(),
+            ready_rx,
+            stop_rx.clone(),
+        ))
+    });
 
     // A node whose Raft core stopped (a fatal storage error) cannot serve
     // or vote any more: it exits with an error, so that its supervisor
@@ -294,6 +318,9 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let _ = purger.await;
     let _ = registrar.await;
     let _ = health_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "Raft did not shut down cleanly");
     }
@@ -364,12 +391,13 @@ async fn hand_over_leadership(node: &Node) {
     let _ = tokio::time::timeout(Duration::from_secs(3), handed_over).await;
 }
 
-/// Keeps the gRPC health status current: SERVING once this node knows the
-/// leader and its address, and has applied everything it knows to be
-/// committed.
+/// Keeps the gRPC health status (and `/readyz`, through `ready`) current:
+/// SERVING once this node knows the leader and its address, and has
+/// applied everything it knows to be committed.
 async fn report_health(
     raft: Raft,
     health: tonic_health::server::HealthReporter,
+    ready: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = raft.metrics();
@@ -395,6 +423,7 @@ async fn report_health(
         if last != Some(status) {
             health.set_service_status("", status).await;
             health.set_service_status("protob.EventStore", status).await;
+            ready.send_replace(status == ServingStatus::Serving);
             last = Some(status);
         }
         tokio::select! {

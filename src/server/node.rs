@@ -135,6 +135,9 @@ impl Node {
             if leader == self.id {
                 continue;
             }
+            crate::metrics::RELAYED
+                .with_label_values(&[req.method()])
+                .inc();
             let why = match self
                 .relay(leader, &req, request_id.as_deref(), deadline)
                 .await

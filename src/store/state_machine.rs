@@ -23,6 +23,7 @@ use super::snapshot::{
     META_MEMBERSHIP,
 };
 use super::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::metrics;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
@@ -130,6 +131,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let db = self.keyspace.db().clone();
         let snapshots = self.snapshots.clone();
+        let timer = metrics::SNAPSHOT_BUILD_SECONDS.start_timer();
         let (meta, file) = tokio::task::spawn_blocking(move || {
             // Everything the snapshot covers must be durable before openraft
             // purges the log behind it.
@@ -138,6 +140,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)??;
+        timer.observe_duration();
+        metrics::SNAPSHOT_BUILDS.inc();
+        record_snapshot_size(&file);
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
         Ok(Snapshot {
             meta,
@@ -182,6 +187,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(cmd) => {
                     let (result, clock) = self.keyspace.apply(&mut batch, cmd, self.clock)?;
+                    if let Applied::Purged { count, .. } = result {
+                        metrics::PURGED_VALUES.inc_by(u64::from(count));
+                    }
                     if let (true, Some(stamp)) = (clock > self.clock, cmd.stamp()) {
                         seen = Some(ClockSeen {
                             index: entry.log_id.index,
@@ -230,6 +238,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let ks = self.keyspace.clone();
         let snapshots = self.snapshots.clone();
         let expected = meta.clone();
+        let timer = metrics::SNAPSHOT_INSTALL_SECONDS.start_timer();
+        record_snapshot_size(&snapshot);
         let clock = tokio::task::spawn_blocking(move || -> io::Result<u64> {
             // Verified whole before anything changes; the adopted copy is
             // kept first, so that a crash mid-load can be recovered from it.
@@ -246,6 +256,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(io::Error::other)??;
         self.clock = clock;
+        timer.observe_duration();
+        metrics::SNAPSHOT_INSTALLS.inc();
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }
@@ -314,4 +326,11 @@ pub fn applied_index(keyspace: &Keyspace) -> Option<u64> {
         .flatten()
         .and_then(|b| bincode_decode::<LogId>(&b).ok())
         .map(|l| l.index)
+}
+
+/// Records the size of a snapshot file this node now serves.
+fn record_snapshot_size(file: &File) {
+    if let Ok(m) = file.metadata() {
+        metrics::SNAPSHOT_BYTES.set(i64::try_from(m.len()).unwrap_or(i64::MAX));
+    }
 }

@@ -116,6 +116,10 @@ impl Server {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
+        if !extra.contains(&"--metrics-listen") {
+            args.push("--metrics-listen".into());
+            args.push(format!("127.0.0.1:{}", free_port()));
+        }
         // Fast Raft timing, unless `extra` sets its own.
         for (flag, value) in [
             ("--heartbeat-ms", "100"),
@@ -254,6 +258,13 @@ impl Server {
 
     pub fn peer_addr(&self) -> String {
         format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// The metrics and probes address (`--metrics-listen`), if it has one.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let at = self.args.iter().position(|a| a == "--metrics-listen")?;
+        let addr = self.args.get(at + 1)?;
+        (addr != "off").then(|| addr.clone())
     }
 
     pub fn log_tail(&self) -> String {

@@ -56,7 +56,7 @@ def main():
     port, peer = free_port(), free_port()
     proc = subprocess.Popen(
         [binary, "serve", "--listen", f"127.0.0.1:{port}", "--peer-listen", f"127.0.0.1:{peer}",
-         "--data-dir", os.path.join(data, "d")],
+         "--data-dir", os.path.join(data, "d"), "--metrics-listen", f"127.0.0.1:{free_port()}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -134,9 +134,16 @@ def cmd_consistency(rendered, compose_file, kdir):
     c.check(labels.get("app.kubernetes.io/name") == "eventstore", "pods labelled app.kubernetes.io/name=eventstore")
     c.check(replicas == 3, "3 replicas")
     c.check(spec.get("podManagementPolicy") == "Parallel", "podManagementPolicy Parallel")
-    c.check(ports == {"client": 8080, "peer": 9090}, "container ports client=8080 peer=9090")
+    c.check(ports == {"client": 8080, "peer": 9090, "metrics": 9100},
+            "container ports client=8080 peer=9090 metrics=9100")
     c.check(env.get("EVENTSTORE_LISTEN") == f"0.0.0.0:{ports.get('client')}", "EVENTSTORE_LISTEN uses the client port")
     c.check(env.get("EVENTSTORE_PEER_LISTEN") == f"0.0.0.0:{ports.get('peer')}", "EVENTSTORE_PEER_LISTEN uses the peer port")
+    c.check(env.get("EVENTSTORE_METRICS_LISTEN") == f"0.0.0.0:{ports.get('metrics')}",
+            "EVENTSTORE_METRICS_LISTEN uses the metrics port")
+    annotations = spec["template"]["metadata"].get("annotations", {})
+    c.check(annotations.get("prometheus.io/port") == str(ports.get("metrics"))
+            and annotations.get("prometheus.io/path") == "/metrics",
+            "scrape annotations name the metrics port and /metrics")
 
     headless = by.get(("Service", spec.get("serviceName")))
     c.check(headless is not None, f"serviceName {spec.get('serviceName')} refers to a Service")
@@ -170,8 +177,12 @@ def cmd_consistency(rendered, compose_file, kdir):
     c.check(any(m["mountPath"] == "/tmp" for m in ctr.get("volumeMounts", [])), "/tmp is writable (emptyDir)")
 
     rp = ctr.get("readinessProbe", {})
-    c.check(rp.get("grpc", {}).get("port") == ports.get("client"), "readiness probe is gRPC health on the client port")
-    c.check("livenessProbe" in ctr and "startupProbe" in ctr, "liveness and startup probes set")
+    c.check(rp.get("httpGet", {}).get("path") == "/readyz" and rp["httpGet"].get("port") == "metrics",
+            "readiness probe is /readyz on the metrics port")
+    lp = ctr.get("livenessProbe", {})
+    c.check(lp.get("httpGet", {}).get("path") == "/healthz" and lp["httpGet"].get("port") == "metrics",
+            "liveness probe is /healthz on the metrics port")
+    c.check("startupProbe" in ctr, "startup probe set")
     c.check(pod.get("terminationGracePeriodSeconds") == 30, "terminationGracePeriodSeconds 30")
     c.check(pod.get("enableServiceLinks") is False, "service links disabled (EVENTSTORE_* env collisions)")
 
@@ -203,8 +214,8 @@ def cmd_consistency(rendered, compose_file, kdir):
         rules = ns.get("ingress", [])
         open_rules = [r for r in rules if not r.get("from")]
         open_ports = {p.get("port") for r in open_rules for p in r.get("ports", [])}
-        c.check(open_ports == {8080} and all(r.get("ports") for r in open_rules),
-                "NetworkPolicy: only 8080 open to everyone")
+        c.check(open_ports == {8080, 9100} and all(r.get("ports") for r in open_rules),
+                "NetworkPolicy: only 8080 and 9100 open to everyone")
         peer_rules = [r for r in rules if 9090 in {p.get("port") for p in r.get("ports", [])}]
         c.check(bool(peer_rules) and all(
             r.get("from") and all(f.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "eventstore"}
@@ -248,7 +259,8 @@ def cmd_consistency(rendered, compose_file, kdir):
         c.check(f"{name}-data:{env.get('EVENTSTORE_DATA_DIR')}" in svc.get("volumes", []),
                 f"compose {name}: named volume at the data dir")
         pub = svc.get("ports", [])
-        c.check(sorted(pub) == sorted([f"127.0.0.1:{18080 + i}:8080", f"127.0.0.1:{19090 + i}:9090"]),
+        c.check(sorted(pub) == sorted([f"127.0.0.1:{18080 + i}:8080", f"127.0.0.1:{19090 + i}:9090",
+                                       f"127.0.0.1:{19100 + i}:9100"]),
                 f"compose {name}: ports published on 127.0.0.1 only")
     return finish(c)
 
