@@ -221,7 +221,7 @@ pub const MIN_SAVES_AFTER_HEAL: usize = 100;
 /// Default of [`Requirements::min_loads_after_heal`].
 pub const MIN_LOADS_AFTER_HEAL: usize = 200;
 /// Default of [`Requirements::max_unknown_share`], in percent.
-pub const MAX_UNKNOWN_PCT: f64 = 10.0;
+pub const MAX_UNKNOWN_PCT: f64 = 5.0;
 /// Default of [`Requirements::min_expired_reads`].
 pub const MIN_EXPIRED_READS: usize = 20;
 
