@@ -37,7 +37,7 @@ use crate::check::{Anomaly, Kind, Op, Outcome, Timing};
 use cluster::{lazy_channel, Cluster};
 use report::Row;
 use scenario::{ScenarioRun, Timings};
-use workload::{Phase, Recorder, Settings, Target, Workload};
+use workload::{KeyGroup, Phase, Recorder, Settings, Target, Workload};
 
 /// Phase name of the closing reads.
 pub const FINAL_PHASE: &str = "final";
@@ -66,6 +66,13 @@ pub struct Args {
     /// Keys per scenario (each scenario has its own keys, Global scope).
     #[arg(long, default_value_t = 5)]
     pub keys: u32,
+    /// Short-TTL keys per scenario (TTL 1-3 s, so that values expire during
+    /// the fault), besides the `--keys` ones.
+    #[arg(long, default_value_t = 4)]
+    pub ttl_keys: u32,
+    /// Share of each scenario's operations on its short-TTL keys, in percent.
+    #[arg(long, default_value_t = 30)]
+    pub ttl_share_pct: u32,
     /// Deadline of each operation, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub op_timeout_ms: u64,
@@ -79,8 +86,10 @@ pub struct Args {
     /// Length of the short-TTL phase (Saves with TTL 1-2 s), in seconds; 0 skips it.
     #[arg(long, default_value_t = 10)]
     pub ttl_phase_secs: u64,
-    /// Clock-skew allowance for the expiry checks, in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    /// Clock-skew allowance for the expiry checks, in milliseconds: 0 when
+    /// the nodes and this runner read one host's clock (the local compose
+    /// cluster); set it for nodes on other machines.
+    #[arg(long, default_value_t = 0)]
     pub skew_ms: u64,
     /// Workload before each fault, in seconds.
     #[arg(long, default_value_t = 3)]
@@ -104,6 +113,22 @@ pub struct Args {
     /// instead of as "not applied" unless it says "outcome unknown".
     #[arg(long)]
     pub distrust_unavailable: bool,
+    /// Each scenario needs at least this many acknowledged Saves invoked
+    /// after its heal (and the short-TTL phase in all).
+    #[arg(long, default_value_t = report::MIN_SAVES_AFTER_HEAL)]
+    pub min_saves_after_heal: usize,
+    /// Each scenario needs at least this many acknowledged Loads invoked
+    /// after its heal (and the short-TTL phase in all).
+    #[arg(long, default_value_t = report::MIN_LOADS_AFTER_HEAL)]
+    pub min_loads_after_heal: usize,
+    /// Largest share of a phase's operations with an unknown outcome
+    /// (indeterminate or unexpected), in percent.
+    #[arg(long, default_value_t = report::MAX_UNKNOWN_PCT)]
+    pub max_unknown_pct: f64,
+    /// Each phase needs at least this many Loads that saw a short-TTL
+    /// value gone after its TTL.
+    #[arg(long, default_value_t = report::MIN_EXPIRED_READS)]
+    pub min_expired_reads: usize,
     /// Stop everything (and fail) after this many seconds.
     #[arg(long, default_value_t = 720)]
     pub max_run_secs: u64,
@@ -137,6 +162,9 @@ struct ReportSettings {
     ttl_secs: u32,
     short_ttl_secs: (u32, u32),
     short_ttl_keys: u32,
+    scenario_ttl_keys: u32,
+    scenario_ttl_secs: (u32, u32),
+    scenario_ttl_share_pct: u32,
     skew_ms: u64,
     trust_unavailable: bool,
     timings: Timings,
@@ -229,22 +257,47 @@ fn check_only(path: &std::path::Path, args: &Args) -> Result<bool> {
     Ok(rep.anomalies.is_empty())
 }
 
-/// A phase on keys `{tag}/{name}/k0..`, with `save_pct`% Saves,
-/// `delete_pct`% Deletes and the rest Loads.
-fn phase(
+/// A key group on keys `{tag}/{name}/{prefix}0..`, with `save_pct`%
+/// Saves, `delete_pct`% Deletes and the rest Loads, getting `weight` of
+/// the phase's operations.
+#[allow(clippy::too_many_arguments)]
+fn group(
     name: &str,
     tag: &str,
+    prefix: &str,
     keys: u32,
     ttl: (u32, u32),
     save_pct: u32,
     delete_pct: u32,
-) -> Phase {
-    Phase {
-        name: name.to_string(),
-        keys: (0..keys).map(|k| format!("{tag}/{name}/k{k}")).collect(),
+    weight: u32,
+) -> KeyGroup {
+    KeyGroup {
+        keys: (0..keys)
+            .map(|k| format!("{tag}/{name}/{prefix}{k}"))
+            .collect(),
         ttl_secs: ttl,
         save_pct,
         delete_pct,
+        weight,
+    }
+}
+
+/// TTL range of the short-TTL keys of the fault scenarios, in seconds.
+pub const SCENARIO_TTL_SECS: (u32, u32) = (1, 3);
+
+/// The requirements of a phase: `kind` is the scenario (`None` for the
+/// short-TTL phase, whose 4 % of Saves need only reach half the number).
+fn requirements(args: &Args, kind: Option<&str>) -> report::Requirements {
+    report::Requirements {
+        min_saves_after_heal: if kind.is_some() {
+            args.min_saves_after_heal
+        } else {
+            args.min_saves_after_heal / 2
+        },
+        min_loads_after_heal: args.min_loads_after_heal,
+        max_unknown_share: args.max_unknown_pct / 100.0,
+        min_expired_reads: args.min_expired_reads,
+        election: kind.is_some_and(scenario::replaces_leader),
     }
 }
 
@@ -259,6 +312,9 @@ async fn run(args: Args) -> Result<bool> {
     }
     if args.clients == 0 || args.keys == 0 {
         bail!("--clients and --keys must be positive");
+    }
+    if args.ttl_share_pct > 100 {
+        bail!("--ttl-share-pct must be at most 100");
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -310,7 +366,10 @@ async fn run(args: Args) -> Result<bool> {
     if args.ttl_phase_secs > 0 {
         // Few writes over more keys, so that most values outlive their
         // TTL while the key is read every few tens of milliseconds.
-        phases.push(phase(TTL_PHASE, &tag, 4 * args.keys, (1, 2), 4, 1));
+        phases.push(Phase {
+            name: TTL_PHASE.into(),
+            groups: vec![group(TTL_PHASE, &tag, "k", 4 * args.keys, (1, 2), 4, 1, 1)],
+        });
     }
     // Phase name -> (scenario kind, round).
     let mut kinds: BTreeMap<String, (String, usize)> = BTreeMap::new();
@@ -322,14 +381,32 @@ async fn run(args: Args) -> Result<bool> {
                 s.clone()
             };
             kinds.insert(name.clone(), (s.clone(), round));
-            phases.push(phase(
+            let mut groups = vec![group(
                 &name,
                 &tag,
+                "k",
                 args.keys,
                 (args.ttl_secs, args.ttl_secs),
                 40,
                 10,
-            ));
+                100 - args.ttl_share_pct,
+            )];
+            if args.ttl_keys > 0 && args.ttl_share_pct > 0 {
+                // Values with TTLs of 1-3 s that expire during the fault:
+                // few writes, so that most values outlive their TTL while
+                // their key is read.
+                groups.push(group(
+                    &name,
+                    &tag,
+                    "t",
+                    args.ttl_keys,
+                    SCENARIO_TTL_SECS,
+                    2,
+                    1,
+                    args.ttl_share_pct,
+                ));
+            }
+            phases.push(Phase { name, groups });
         }
     }
     let first = phases
@@ -394,7 +471,7 @@ async fn run(args: Args) -> Result<bool> {
     if let Err(e) = &healthy {
         eprintln!("after the workload: {e:#}");
     }
-    let all_keys: Vec<String> = phases.iter().flat_map(|p| p.keys.clone()).collect();
+    let all_keys: Vec<String> = phases.iter().flat_map(|p| p.keys().cloned()).collect();
     let final_reads = final_reads(&cluster, &settings, &rec, &all_keys).await?;
     let convergence = convergence(&cluster, Duration::from_secs(30)).await;
     let total_ns = rec.now_ns();
@@ -415,7 +492,7 @@ async fn run(args: Args) -> Result<bool> {
     // Rows.
     let key_phase: BTreeMap<String, String> = phases
         .iter()
-        .flat_map(|p| p.keys.iter().map(|k| (k.clone(), p.name.clone())))
+        .flat_map(|p| p.keys().map(|k| (k.clone(), p.name.clone())))
         .collect();
     let by_phase = report::anomalies_by_phase(&checked.anomalies, &key_phase);
     let unavailable_applied: Vec<&Op> = checked
@@ -446,9 +523,8 @@ async fn run(args: Args) -> Result<bool> {
             .filter(|o| o.phase == r.name)
             .count();
         let mut row = report::row(r, &ops, &keys, &changes, anomalies, ua);
-        if r.name == TTL_PHASE {
-            row.ttl_probe = Some(report::ttl_probe(&ops, TTL_PHASE));
-        }
+        let kind = kinds.get(&r.name).map(|(k, _)| k.as_str());
+        report::judge(&mut row, &requirements(&args, kind));
         rows.push(row);
     }
     let mut conv_anomalies = Vec::new();
@@ -505,6 +581,9 @@ async fn run(args: Args) -> Result<bool> {
             ttl_secs: args.ttl_secs,
             short_ttl_secs: (1, 2),
             short_ttl_keys: 4 * args.keys,
+            scenario_ttl_keys: args.ttl_keys,
+            scenario_ttl_secs: SCENARIO_TTL_SECS,
+            scenario_ttl_share_pct: args.ttl_share_pct,
             skew_ms: args.skew_ms,
             trust_unavailable: !args.distrust_unavailable,
             timings: timings.clone(),
@@ -555,16 +634,24 @@ async fn run(args: Args) -> Result<bool> {
         if let Some(e) = &r.error {
             println!("ERROR [{}] {e}", r.name);
         }
+        for u in &r.unmet {
+            println!("UNMET [{}] {u}", r.name);
+        }
     }
-    if let Some(p) = report.rows.iter().find_map(|r| r.ttl_probe.as_ref()) {
-        println!(
-            "{TTL_PHASE}: {} acknowledged Saves with TTL 1-2 s; {} Loads saw a value gone after its TTL, \
-             {} read a value in the last 10% of its TTL (oldest read at {:.0}% of its TTL)",
-            p.saves,
-            p.absent_after_expiry,
-            p.reads_near_deadline,
-            100.0 * p.max_read_age_ratio
-        );
+    for r in &report.rows {
+        if let Some(p) = &r.ttl_probe {
+            println!(
+                "expiry [{}]: {} acknowledged short-TTL Saves; {} Loads saw a value gone after its TTL \
+                 ({} of them expired during the fault), {} read a value in the last 10% of its TTL \
+                 (oldest read at {:.0}% of its TTL)",
+                r.name,
+                p.saves,
+                p.absent_after_expiry,
+                p.expired_during_fault,
+                p.reads_near_deadline,
+                100.0 * p.max_read_age_ratio
+            );
+        }
     }
     if !unavailable_applied.is_empty() {
         println!(

@@ -32,16 +32,23 @@ pub struct Counts {
     pub failed: usize,
     /// Outcome unknown.
     pub indeterminate: usize,
+    /// Answers the contract never gives (each also an anomaly).
+    pub unexpected: usize,
     /// Saves.
     pub saves: usize,
+    /// Acknowledged Saves.
+    pub saves_ok: usize,
     /// Loads.
     pub loads: usize,
+    /// Acknowledged Loads (a value or NOT_FOUND).
+    pub loads_ok: usize,
     /// Deletes.
     pub deletes: usize,
 }
 
 impl Counts {
-    fn of<'a>(ops: impl Iterator<Item = &'a Op>) -> Counts {
+    /// Counts `ops`.
+    pub fn of<'a>(ops: impl Iterator<Item = &'a Op>) -> Counts {
         let mut c = Counts::default();
         for op in ops {
             c.total += 1;
@@ -49,14 +56,32 @@ impl Counts {
                 Outcome::Ok => c.ok += 1,
                 Outcome::Failed => c.failed += 1,
                 Outcome::Indeterminate => c.indeterminate += 1,
+                Outcome::Unexpected => c.unexpected += 1,
             }
+            let ok = usize::from(op.outcome == Outcome::Ok);
             match op.kind {
-                Kind::Save => c.saves += 1,
-                Kind::Load => c.loads += 1,
+                Kind::Save => {
+                    c.saves += 1;
+                    c.saves_ok += ok;
+                }
+                Kind::Load => {
+                    c.loads += 1;
+                    c.loads_ok += ok;
+                }
                 Kind::Delete => c.deletes += 1,
             }
         }
         c
+    }
+
+    /// The share of operations whose outcome is unknown (indeterminate or
+    /// unexpected); 0 without operations.
+    pub fn unknown_share(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            (self.indeterminate + self.unexpected) as f64 / self.total as f64
+        }
     }
 }
 
@@ -143,6 +168,9 @@ pub struct Row {
     pub end_s: f64,
     /// Operations of this phase (not counting the final reads).
     pub counts: Counts,
+    /// Those invoked after the (last) heal had completed; all of them in a
+    /// phase without faults.
+    pub after_heal: Counts,
     /// Unavailability windows.
     pub unavailability: Unavailability,
     /// Latency of acknowledged operations.
@@ -172,21 +200,130 @@ pub struct Row {
     pub error: Option<String>,
     /// Anomalies found (must be empty).
     pub anomalies: Vec<Anomaly>,
-    /// How closely the reads probed TTL expiry (short-TTL phase only).
+    /// How closely the reads probed TTL expiry (the short-TTL Saves:
+    /// TTL of at most [`SHORT_TTL_MS`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_probe: Option<TtlProbe>,
-    /// No anomaly and no error.
+    /// What the phase had to show (see [`judge`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<Requirements>,
+    /// The requirements it did not meet, explained (must be empty).
+    pub unmet: Vec<String>,
+    /// No anomaly, no error, every requirement met.
     pub passed: bool,
 }
 
-/// Evidence that the short-TTL phase exercised expiry.
+/// Saves with a TTL up to this are the short-TTL ones the probe follows.
+pub const SHORT_TTL_MS: u64 = 10_000;
+
+/// Default of [`Requirements::min_saves_after_heal`].
+pub const MIN_SAVES_AFTER_HEAL: usize = 100;
+/// Default of [`Requirements::min_loads_after_heal`].
+pub const MIN_LOADS_AFTER_HEAL: usize = 200;
+/// Default of [`Requirements::max_unknown_share`], in percent.
+pub const MAX_UNKNOWN_PCT: f64 = 5.0;
+/// Default of [`Requirements::min_expired_reads`].
+pub const MIN_EXPIRED_READS: usize = 20;
+
+/// What a phase must show to count as having tested something: a history
+/// in which (almost) nothing was acknowledged, no leader was replaced or
+/// no value expired passes every check without proving anything.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Requirements {
+    /// Acknowledged Saves invoked after the heal, at least.
+    pub min_saves_after_heal: usize,
+    /// Acknowledged Loads invoked after the heal, at least.
+    pub min_loads_after_heal: usize,
+    /// Share of the phase's operations with an unknown outcome
+    /// (indeterminate or unexpected), at most.
+    pub max_unknown_share: f64,
+    /// Loads that saw a short-TTL value gone after its TTL, at least.
+    pub min_expired_reads: usize,
+    /// The fault must replace the leader: the status polls must show a
+    /// leader with a higher term after the first fault action.
+    pub election: bool,
+}
+
+/// Checks `row` against `req`: the list of unmet requirements, each a
+/// sentence with the numbers (empty when all are met).
+pub fn unmet(row: &Row, req: &Requirements) -> Vec<String> {
+    let mut out = Vec::new();
+    let after = if row.events.iter().any(|e| e.kind == "heal") {
+        "after the heal"
+    } else {
+        "in the phase"
+    };
+    if row.after_heal.saves_ok < req.min_saves_after_heal {
+        out.push(format!(
+            "{} acknowledged Saves {after} ({} sent), fewer than the {} required",
+            row.after_heal.saves_ok, row.after_heal.saves, req.min_saves_after_heal
+        ));
+    }
+    if row.after_heal.loads_ok < req.min_loads_after_heal {
+        out.push(format!(
+            "{} acknowledged Loads {after} ({} sent), fewer than the {} required",
+            row.after_heal.loads_ok, row.after_heal.loads, req.min_loads_after_heal
+        ));
+    }
+    let share = row.counts.unknown_share();
+    if share > req.max_unknown_share {
+        out.push(format!(
+            "{:.1}% of the operations have an unknown outcome ({} indeterminate, {} unexpected, \
+             of {}), more than the {:.1}% allowed",
+            100.0 * share,
+            row.counts.indeterminate,
+            row.counts.unexpected,
+            row.counts.total,
+            100.0 * req.max_unknown_share
+        ));
+    }
+    let expired = row
+        .ttl_probe
+        .as_ref()
+        .map(|p| p.absent_after_expiry)
+        .unwrap_or(0);
+    if expired < req.min_expired_reads {
+        out.push(format!(
+            "{expired} Loads saw a short-TTL value gone after its TTL, fewer than the {} required",
+            req.min_expired_reads
+        ));
+    }
+    if req.election && row.new_leader_secs.is_none() {
+        out.push(format!(
+            "no election: the status polls showed no leader with a higher term after the fault \
+             (leader before n{}, after n{})",
+            row.leader_before
+                .map(|l| l.to_string())
+                .unwrap_or("?".into()),
+            row.leader_after
+                .map(|l| l.to_string())
+                .unwrap_or("?".into())
+        ));
+    }
+    out
+}
+
+/// Applies `req` to `row`: records the requirements and what is unmet,
+/// and fails the row when anything is.
+pub fn judge(row: &mut Row, req: &Requirements) {
+    row.unmet = unmet(row, req);
+    row.requirements = Some(req.clone());
+    row.passed = row.anomalies.is_empty() && row.error.is_none() && row.unmet.is_empty();
+}
+
+/// Evidence that a phase exercised expiry, from its short-TTL Saves (TTL
+/// of at most [`SHORT_TTL_MS`]).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TtlProbe {
-    /// Acknowledged Saves.
+    /// Acknowledged short-TTL Saves.
     pub saves: usize,
     /// Loads answered "absent" whose latest preceding acknowledged write
-    /// on the key was a Save (so the value had expired).
+    /// on the key was a short-TTL Save, invoked once that Save's TTL had
+    /// passed (so the value had expired).
     pub absent_after_expiry: usize,
+    /// Of those, the ones whose value expired while the fault was in
+    /// effect (from the first fault action to the end of the last heal).
+    pub expired_during_fault: usize,
     /// Loads that returned a value, invoked at least 90% of its TTL after
     /// the Save was invoked (reads close to the deadline).
     pub reads_near_deadline: usize,
@@ -195,13 +332,15 @@ pub struct TtlProbe {
     pub max_read_age_ratio: f64,
 }
 
-/// Measures how the Loads of `phase` probed expiry.
-pub fn ttl_probe(ops: &[Op], phase: &str) -> TtlProbe {
+/// Measures how the Loads of `phase` probed the expiry of its short-TTL
+/// values; `fault` is the window (ns) in which the fault was in effect.
+pub fn ttl_probe(ops: &[Op], phase: &str, fault: Option<(u64, u64)>) -> TtlProbe {
     use std::collections::HashMap;
+    let short = |o: &Op| o.kind == Kind::Save && o.ttl_ms > 0 && o.ttl_ms <= SHORT_TTL_MS;
     let mine: Vec<&Op> = ops.iter().filter(|o| o.phase == phase).collect();
     let mut saves: HashMap<(&str, &str), &Op> = HashMap::new();
     let mut p = TtlProbe::default();
-    for o in mine.iter().filter(|o| o.kind == Kind::Save) {
+    for o in mine.iter().filter(|o| short(o)) {
         if let Some(v) = &o.value {
             saves.insert((o.key.as_str(), v.as_str()), o);
         }
@@ -227,13 +366,11 @@ pub fn ttl_probe(ops: &[Op], phase: &str) -> TtlProbe {
         match &r.value {
             Some(v) => {
                 if let Some(w) = saves.get(&(r.key.as_str(), v.as_str())) {
-                    if w.ttl_ms > 0 {
-                        let age = r.invoke_ns.saturating_sub(w.invoke_ns) as f64;
-                        let ratio = age / (w.ttl_ms as f64 * 1e6);
-                        p.max_read_age_ratio = p.max_read_age_ratio.max(ratio);
-                        if ratio >= 0.9 {
-                            p.reads_near_deadline += 1;
-                        }
+                    let age = r.invoke_ns.saturating_sub(w.invoke_ns) as f64;
+                    let ratio = age / (w.ttl_ms as f64 * 1e6);
+                    p.max_read_age_ratio = p.max_read_age_ratio.max(ratio);
+                    if ratio >= 0.9 {
+                        p.reads_near_deadline += 1;
                     }
                 }
             }
@@ -244,8 +381,14 @@ pub fn ttl_probe(ops: &[Op], phase: &str) -> TtlProbe {
                         .find(|w| w.complete_ns < r.invoke_ns)
                         .copied()
                 });
-                if last.is_some_and(|w| w.kind == Kind::Save) {
-                    p.absent_after_expiry += 1;
+                if let Some(w) = last.filter(|w| short(w)) {
+                    let expiry = w.invoke_ns + w.ttl_ms * 1_000_000;
+                    if r.invoke_ns >= expiry {
+                        p.absent_after_expiry += 1;
+                        if fault.is_some_and(|(a, b)| (a..=b).contains(&expiry)) {
+                            p.expired_during_fault += 1;
+                        }
+                    }
                 }
             }
         }
@@ -325,11 +468,21 @@ pub fn row(
         millis: keys.iter().map(|k| k.millis).sum(),
     };
     let passed = anomalies.is_empty() && run.error.is_none();
+    let last_heal = run
+        .events
+        .iter()
+        .filter(|e| e.kind == "heal")
+        .map(|e| e.done_ns)
+        .max();
+    let healed_at = last_heal.unwrap_or(0);
+    let fault = inject.zip(last_heal);
+    let probe = ttl_probe(all_ops, &run.name, fault);
     Row {
         name: run.name.clone(),
         start_s: s(a),
         end_s: s(b),
         counts: Counts::of(mine.iter().copied()),
+        after_heal: Counts::of(mine.iter().copied().filter(|o| o.invoke_ns >= healed_at)),
         unavailability: Unavailability {
             cluster: longest_gap(all_ops.iter(), a, b),
             per_node,
@@ -345,7 +498,9 @@ pub fn row(
         leader_changes,
         error: run.error.clone(),
         anomalies,
-        ttl_probe: None,
+        ttl_probe: (probe.saves > 0).then_some(probe),
+        requirements: None,
+        unmet: Vec::new(),
         passed,
     }
 }
@@ -355,12 +510,14 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<22} {:>6} {:>6} {:>5} {:>6} {:>8} {:>16} {:>9} {:>8} {:>8} {:>7} {:>9}  result",
+        "{:<22} {:>6} {:>6} {:>5} {:>6} {:>11} {:>7} {:>8} {:>16} {:>9} {:>8} {:>8} {:>7} {:>9}  result",
         "scenario",
         "ops",
         "ok",
         "fail",
         "indet",
+        "healed S/L",
+        "expired",
         "unavail",
         "per node n0/1/2",
         "elected",
@@ -393,14 +550,26 @@ pub fn table(rows: &[Row]) -> String {
             .new_leader_secs
             .map(|x| format!("{x:.1}s"))
             .unwrap_or_else(|| "-".into());
+        let healed = if r.counts.total == 0 {
+            "-".to_string()
+        } else {
+            format!("{}/{}", r.after_heal.saves_ok, r.after_heal.loads_ok)
+        };
+        let expired = r
+            .ttl_probe
+            .as_ref()
+            .map(|p| p.absent_after_expiry.to_string())
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<22} {:>6} {:>6} {:>5} {:>6} {:>8} {:>16} {:>9} {:>8} {:>8.1} {:>7} {:>9}  {}",
+            "{:<22} {:>6} {:>6} {:>5} {:>6} {:>11} {:>7} {:>8} {:>16} {:>9} {:>8} {:>8.1} {:>7} {:>9}  {}",
             r.name,
             r.counts.total,
             r.counts.ok,
             r.counts.failed,
-            r.counts.indeterminate,
+            r.counts.indeterminate + r.counts.unexpected,
+            healed,
+            expired,
             unavail,
             per_node,
             elected,
@@ -531,7 +700,9 @@ impl<'a> Timeline<'a> {
                     }
                 }
                 Outcome::Failed => t.failed[i] += per_sec,
-                Outcome::Indeterminate => t.indet[i] += per_sec,
+                // An unexpected answer is drawn with the indeterminate
+                // ones (it is also reported as an anomaly).
+                Outcome::Indeterminate | Outcome::Unexpected => t.indet[i] += per_sec,
             }
         }
         t
@@ -1136,5 +1307,163 @@ mod tests {
 
         let none = Latency::of(ops.iter().filter(|o| o.outcome != Outcome::Ok));
         assert_eq!((none.p50, none.p99, none.max), (0.0, 0.0, 0.0));
+    }
+
+    fn requirements() -> Requirements {
+        Requirements {
+            min_saves_after_heal: 100,
+            min_loads_after_heal: 200,
+            max_unknown_share: 0.10,
+            min_expired_reads: 20,
+            election: true,
+        }
+    }
+
+    /// A row that meets [`requirements`]: 1,000 operations, 50
+    /// indeterminate; 300 Saves and 400 Loads acknowledged after the heal;
+    /// 30 expired reads; a new leader 1.4 s after the fault.
+    fn good_row() -> Row {
+        let (ops, runs, changes) = synthetic();
+        let mut r = row(&runs[0], &ops, &[], &changes, vec![], 0);
+        r.counts = Counts {
+            total: 1000,
+            ok: 900,
+            failed: 50,
+            indeterminate: 50,
+            ..Counts::default()
+        };
+        r.after_heal = Counts {
+            saves: 310,
+            saves_ok: 300,
+            loads: 420,
+            loads_ok: 400,
+            ..Counts::default()
+        };
+        r.ttl_probe = Some(TtlProbe {
+            saves: 40,
+            absent_after_expiry: 30,
+            ..TtlProbe::default()
+        });
+        r
+    }
+
+    #[test]
+    fn a_phase_that_did_something_passes() {
+        let mut r = good_row();
+        assert_eq!(r.new_leader_secs.map(|x| (x * 10.0).round()), Some(14.0));
+        assert!(unmet(&r, &requirements()).is_empty());
+        judge(&mut r, &requirements());
+        assert!(r.passed, "{:?}", r.unmet);
+        assert_eq!(r.requirements, Some(requirements()));
+    }
+
+    /// Each broken requirement alone fails the row with its own message.
+    #[test]
+    fn each_unmet_requirement_fails_the_phase() {
+        type Break = fn(&mut Row);
+        let cases: [(&str, Break); 7] = [
+            ("acknowledged Saves after the heal", |r| {
+                r.after_heal.saves_ok = 99
+            }),
+            ("acknowledged Loads after the heal", |r| {
+                r.after_heal.loads_ok = 0
+            }),
+            ("unknown outcome", |r| r.counts.indeterminate = 101),
+            ("unknown outcome", |r| {
+                r.counts.indeterminate = 60;
+                r.counts.unexpected = 41;
+            }),
+            ("gone after its TTL", |r| {
+                r.ttl_probe.as_mut().unwrap().absent_after_expiry = 19
+            }),
+            ("gone after its TTL", |r| r.ttl_probe = None),
+            ("no election", |r| r.new_leader_secs = None),
+        ];
+        for (want, break_it) in cases {
+            let mut r = good_row();
+            break_it(&mut r);
+            let u = unmet(&r, &requirements());
+            assert_eq!(u.len(), 1, "{want}: {u:?}");
+            assert!(u[0].contains(want), "{want}: {u:?}");
+            judge(&mut r, &requirements());
+            assert!(!r.passed, "{want}");
+            assert!(table(&[r]).contains("FAIL"));
+        }
+    }
+
+    #[test]
+    fn a_phase_where_everything_failed_fails_every_requirement_it_can() {
+        let mut r = good_row();
+        r.counts = Counts {
+            total: 500,
+            indeterminate: 500,
+            ..Counts::default()
+        };
+        r.after_heal = Counts {
+            saves: 200,
+            loads: 250,
+            ..Counts::default()
+        };
+        r.ttl_probe = None;
+        r.new_leader_secs = None;
+        judge(&mut r, &requirements());
+        assert_eq!(r.unmet.len(), 5, "{:?}", r.unmet);
+        assert!(!r.passed);
+        assert!(r.unmet[0].contains("0 acknowledged Saves after the heal (200 sent)"));
+    }
+
+    #[test]
+    fn follower_scenarios_need_no_election() {
+        let mut r = good_row();
+        r.new_leader_secs = None;
+        let req = Requirements {
+            election: false,
+            ..requirements()
+        };
+        assert!(unmet(&r, &req).is_empty());
+    }
+
+    #[test]
+    fn the_counts_after_the_heal_start_at_its_end() {
+        // The heal of synthetic() ends at 7.2 s; operations every 20 ms.
+        let (ops, runs, changes) = synthetic();
+        let r = row(&runs[0], &ops, &[], &changes, vec![], 0);
+        assert_eq!(r.after_heal.total, (12_000 - 7_200) / 20);
+        assert_eq!(r.after_heal.loads_ok, r.after_heal.total);
+    }
+
+    #[test]
+    fn the_ttl_probe_counts_expiry_and_when_it_happened() {
+        let at = |id: usize, kind: Kind, value: Option<&str>, ttl_ms: u64, inv: u64| Op {
+            id,
+            client: 0,
+            node: 0,
+            phase: "p".into(),
+            key: "k".into(),
+            kind,
+            value: value.map(str::to_string),
+            ttl_ms,
+            invoke_ns: inv * MS,
+            complete_ns: (inv + 5) * MS,
+            outcome: Outcome::Ok,
+            error: None,
+        };
+        let ops = vec![
+            at(0, Kind::Save, Some("a"), 1_000, 0),
+            at(1, Kind::Load, Some("a"), 0, 950), // near its deadline
+            at(2, Kind::Load, None, 0, 1_010),    // expired at 1.0 s
+            at(3, Kind::Load, None, 0, 1_500),
+            at(4, Kind::Save, Some("b"), 900_000, 2_000), // long TTL
+            at(5, Kind::Load, None, 0, 3_000),            // not expiry
+            at(6, Kind::Save, Some("c"), 3_000, 4_000),
+            at(7, Kind::Load, None, 0, 5_000), // too early for expiry
+        ];
+        let p = ttl_probe(&ops, "p", Some((500 * MS, 1_200 * MS)));
+        assert_eq!(p.saves, 2);
+        assert_eq!(p.absent_after_expiry, 2);
+        assert_eq!(p.expired_during_fault, 2);
+        assert_eq!(p.reads_near_deadline, 1);
+        let p = ttl_probe(&ops, "p", Some((1_200 * MS, 9_000 * MS)));
+        assert_eq!(p.expired_during_fault, 0);
     }
 }

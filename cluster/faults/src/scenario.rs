@@ -20,6 +20,17 @@ pub const ALL: &[&str] = &[
     "rolling-restart",
 ];
 
+/// Does scenario `kind` take the leader away, so that it must end with a
+/// new leader (a higher term)? `kill-leader`, `pause-leader` (longer than
+/// a failover), `partition-leader` and `rolling-restart` (which stops the
+/// leader last) do; the follower scenarios do not.
+pub fn replaces_leader(kind: &str) -> bool {
+    matches!(
+        kind,
+        "kill-leader" | "pause-leader" | "partition-leader" | "rolling-restart"
+    )
+}
+
 /// Durations of a scenario's steps.
 #[derive(Clone, Debug, Serialize)]
 pub struct Timings {

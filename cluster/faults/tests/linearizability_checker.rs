@@ -5,6 +5,7 @@ use eventstore_faults::check::history::{
     check_expiry, check_final_state, check_reads_have_writes, Timing,
 };
 use eventstore_faults::check::{check_all, check_key, Config, Kind, Op, Outcome, Verdict};
+use eventstore_faults::workload::classify_status;
 
 const MS: u64 = 1_000_000;
 
@@ -41,6 +42,7 @@ impl H {
                 Outcome::Ok => None,
                 Outcome::Failed => Some("InvalidArgument".into()),
                 Outcome::Indeterminate => Some("DeadlineExceeded".into()),
+                Outcome::Unexpected => Some("Internal".into()),
             },
         });
         self
@@ -270,6 +272,73 @@ fn final_reads_that_disagree_are_caught() {
     assert!(!h.linearizable());
 }
 
+#[test]
+fn a_history_with_nothing_acknowledged_is_caught() {
+    // Every operation failed or timed out: the search accepts it (there
+    // is nothing to order), but it proves nothing.
+    let mut h = H::default();
+    h.put_failed(0, "a", 0, 10)
+        .put_indet(1, "b", 20)
+        .del_indet(2, 30)
+        .push(0, Kind::Load, None, 0, (40, 2040), Outcome::Indeterminate)
+        .push(1, Kind::Load, None, 0, (50, 60), Outcome::Failed);
+    assert!(h.linearizable());
+    let report = check_all(&h.ops, &Config::default(), "final", 1);
+    assert_eq!(report.anomalies.len(), 1, "{:?}", report.anomalies);
+    assert_eq!(report.anomalies[0].kind, "nothing-acknowledged");
+    assert!(report.anomalies[0]
+        .detail
+        .contains("0 of 2 Saves and 0 of 2 Loads"));
+    // Acknowledged Saves without one acknowledged Load prove nothing either.
+    let mut h = H::default();
+    h.put(0, "a", 0, 10)
+        .push(1, Kind::Load, None, 0, (20, 2020), Outcome::Indeterminate);
+    let report = check_all(&h.ops, &Config::default(), "final", 1);
+    assert!(report
+        .anomalies
+        .iter()
+        .any(|a| a.kind == "nothing-acknowledged"));
+    // One of each is enough for this check.
+    h.get(2, Some("a"), 30, 40);
+    let report = check_all(&h.ops, &Config::default(), "final", 1);
+    assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+}
+
+#[test]
+fn an_internal_error_on_a_write_is_caught() {
+    // The server answered INTERNAL to a Save: the contract never does.
+    let internal = tonic::Status::internal("reading Global/k: corruption");
+    let (outcome, label) = classify_status(Kind::Save, &internal, true);
+    assert_eq!(outcome, Outcome::Unexpected);
+    let mut h = H::default();
+    h.put(0, "a", 0, 10).get(1, Some("a"), 20, 30).push(
+        2,
+        Kind::Save,
+        Some("b"),
+        0,
+        (40, 50),
+        outcome,
+    );
+    h.ops[2].error = label;
+    let report = check_all(&h.ops, &Config::default(), "final", 1);
+    assert_eq!(report.anomalies.len(), 1, "{:?}", report.anomalies);
+    assert_eq!(report.anomalies[0].kind, "unexpected-answer");
+    assert_eq!(report.anomalies[0].ops, vec![2]);
+    assert!(report.anomalies[0].detail.contains("Internal"));
+    // For the other checks its outcome is unknown: a later read of its
+    // value is no phantom read.
+    h.get(1, Some("b"), 3000, 3010);
+    let report = check_all(&h.ops, &Config::default(), "final", 1);
+    assert_eq!(report.anomalies.len(), 1, "{:?}", report.anomalies);
+    // NOT_FOUND to a Delete is unexpected too; to a Load it is an answer.
+    let nf = tonic::Status::not_found("no value");
+    assert_eq!(
+        classify_status(Kind::Delete, &nf, true).0,
+        Outcome::Unexpected
+    );
+    assert_eq!(classify_status(Kind::Load, &nf, true).0, Outcome::Ok);
+}
+
 // ---- histories that must pass ----
 
 #[test]
@@ -376,13 +445,52 @@ fn value_expiring_after_its_ttl_passes() {
 }
 
 #[test]
-fn read_just_inside_the_skew_allowance_passes() {
-    // TTL 1000 ms from invoke at 0: reads invoked up to 1250 ms may still
-    // see it (clock-skew allowance).
+fn read_inside_an_explicit_skew_allowance_passes() {
+    // With --skew-ms 250 (nodes on other machines), a value saved at
+    // 0..10 ms with a TTL of 1000 ms may still be read by a Load invoked
+    // up to 1250 ms.
+    let skew = Timing { skew_ns: 250 * MS };
     let mut h = H::default();
     h.put_ttl(0, "a", 1000, 0, 10).get(1, Some("a"), 1200, 1210);
+    assert!(check_expiry(&h.ops, skew).is_empty());
+    let cfg = Config {
+        timing: skew,
+        ..Config::default()
+    };
+    let refs: Vec<&Op> = h.ops.iter().collect();
+    assert_eq!(check_key("k", &refs, &cfg).verdict, Verdict::Linearizable);
+    // Without the allowance (one host's clock, the default) it is caught.
+    assert_eq!(check_expiry(&h.ops, Timing::default()).len(), 1);
+    assert!(!h.linearizable());
+}
+
+#[test]
+fn read_invoked_after_the_deadline_is_caught_to_the_nanosecond() {
+    // Saved at 0..10 ms with a TTL of 1000 ms: the leader stamped it by
+    // 10 ms, so the value is gone from 1010 ms on.
+    let mut h = H::default();
+    h.put_ttl(0, "a", 1000, 0, 10).get(1, Some("a"), 1010, 1015);
     assert!(check_expiry(&h.ops, Timing::default()).is_empty());
     assert!(h.linearizable());
+    h.ops[1].invoke_ns += 1;
+    let anomalies = check_expiry(&h.ops, Timing::default());
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(anomalies[0].kind, "expired-read");
+    assert!(!h.linearizable());
+    let report = check_all(&h.ops, &Config::default(), "final", 1);
+    assert!(report.anomalies.iter().any(|a| a.kind == "expired-read"));
+}
+
+#[test]
+fn expiry_earlier_than_the_servers_millisecond_is_caught() {
+    // Saved from 0 ms with a TTL of 1000 ms: the server's stamp, truncated
+    // to the millisecond, may make it read as absent from 999 ms on, not
+    // before.
+    let mut h = H::default();
+    h.put_ttl(0, "a", 1000, 0, 10).get(1, None, 990, 999);
+    assert!(h.linearizable());
+    h.ops[1].complete_ns -= 1;
+    assert!(!h.linearizable());
 }
 
 #[test]
@@ -392,7 +500,8 @@ fn final_state_with_overwrites_and_expiry_passes() {
         .put(1, "b", 5, 30)
         .put_ttl(2, "c", 1000, 40, 50)
         .put(0, "d", 60, 70)
-        .put_ttl(1, "e", 1000, 80, 90);
+        .put_ttl(1, "e", 1000, 80, 90)
+        .get(2, Some("e"), 95, 100);
     for node in 0..3u32 {
         let t = 5000 + 10 * node as u64;
         h.get(10 + node, None, t, t + 5);

@@ -28,10 +28,21 @@ pub enum Outcome {
     /// Definitely not applied (e.g. INVALID_ARGUMENT, or the connection was
     /// refused so the request never left the client).
     Failed,
-    /// Unknown (timeout, cancelled, connection lost after sending, any
-    /// unexpected code): a write may take effect at any time after its
-    /// invocation, or never; a read tells nothing.
+    /// Unknown (timeout, cancelled, connection lost after sending, an
+    /// "outcome unknown" answer): a write may take effect at any time after
+    /// its invocation, or never; a read tells nothing.
     Indeterminate,
+    /// An answer the server's contract never gives to this operation
+    /// (INTERNAL, UNKNOWN, NOT_FOUND to a write, ...): an anomaly of its own
+    /// (`unexpected-answer`). The other checks treat it as indeterminate.
+    Unexpected,
+}
+
+impl Outcome {
+    /// Is the effect unknown (indeterminate, or an unexpected answer)?
+    pub fn is_unknown(self) -> bool {
+        matches!(self, Outcome::Indeterminate | Outcome::Unexpected)
+    }
 }
 
 /// One client operation.
@@ -75,43 +86,46 @@ impl Op {
         matches!(self.kind, Kind::Save | Kind::Delete)
     }
 
-    /// Completion time for ordering: +infinity (`u64::MAX`) when indeterminate.
+    /// Completion time for ordering: +infinity (`u64::MAX`) when the
+    /// outcome is unknown.
     pub fn complete_or_inf(&self) -> u64 {
-        match self.outcome {
-            Outcome::Indeterminate => u64::MAX,
-            _ => self.complete_ns,
+        if self.outcome.is_unknown() {
+            u64::MAX
+        } else {
+            self.complete_ns
         }
     }
 }
 
-/// Timing assumptions of the checks.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+/// Timing assumptions of the checks (default: no skew allowance).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Timing {
     /// Allowance for the difference between the client's clock and the
-    /// servers' clocks (and their rates), in nanoseconds.
+    /// servers' clocks (and their rates), in nanoseconds. 0 (the default)
+    /// when the client and all nodes read one host's clock, as the local
+    /// compose cluster does (containers share the host kernel's clocks).
     pub skew_ns: u64,
 }
 
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            skew_ns: 250_000_000,
-        }
-    }
-}
+/// The server counts time in whole milliseconds: a Save's stamp is its
+/// clock read truncated to the millisecond, so its value may read as
+/// expired up to this much before `invoke + ttl` (and never later than
+/// `complete + ttl`).
+pub const SERVER_RESOLUTION_NS: u64 = 1_000_000;
 
 /// When a written value may expire, as far as the client can tell.
 ///
-/// The leader stamps a Save with its clock when it starts serving it,
-/// which is after the client sent it and before the client got the
-/// answer; the value is hidden from `stamp + ttl` on. So for a Save
-/// invoked at `i` and acknowledged at `c`:
+/// The leader stamps a Save with its clock (truncated to the millisecond)
+/// when it starts serving it, which is after the client sent it and before
+/// the client got the answer; the value is hidden from `stamp + ttl` on.
+/// So for a Save invoked at `i` and acknowledged at `c`, with a clock-skew
+/// allowance `skew` (0 on one host):
 ///
-/// - it cannot expire before `i + ttl - skew` (`earliest`);
-/// - it must be gone by `max(i + ttl + skew, c + ttl)` (`latest`). For a
-///   Save answered within the skew allowance this is `i + ttl + skew`; a
-///   slower Save may have been stamped up to its acknowledgement. For an
-///   indeterminate Save `latest` is +infinity.
+/// - it cannot expire before `i + ttl - skew - 1 ms` (`earliest`; the
+///   millisecond is the server's resolution, [`SERVER_RESOLUTION_NS`]);
+/// - it must be gone by `max(i + ttl + skew, c + ttl)` (`latest`): the
+///   stamp was taken by `c` at the latest. With `skew` = 0 this is
+///   `c + ttl`. For a Save whose outcome is unknown `latest` is +infinity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExpiryWindow {
     /// No read may see the value absent-by-expiry before this time.
@@ -132,9 +146,10 @@ pub fn expiry_window(op: &Op, timing: Timing) -> ExpiryWindow {
     let earliest = op
         .invoke_ns
         .saturating_add(ttl)
-        .saturating_sub(timing.skew_ns);
+        .saturating_sub(timing.skew_ns)
+        .saturating_sub(SERVER_RESOLUTION_NS);
     let latest = match op.outcome {
-        Outcome::Indeterminate => u64::MAX,
+        Outcome::Indeterminate | Outcome::Unexpected => u64::MAX,
         _ => op
             .invoke_ns
             .saturating_add(ttl)
@@ -150,7 +165,8 @@ pub struct Anomaly {
     /// The key concerned (empty for cluster-wide anomalies).
     pub key: String,
     /// A short name: `not-linearizable`, `checker-gave-up`, `phantom-read`,
-    /// `expired-read`, `lost-write`, `final-reads-disagree`, `divergence`.
+    /// `expired-read`, `lost-write`, `final-reads-disagree`,
+    /// `unexpected-answer`, `nothing-acknowledged`, `divergence`.
     pub kind: String,
     /// What happened, with times and values.
     pub detail: String,
@@ -189,6 +205,7 @@ pub fn describe(op: &Op) -> String {
         Outcome::Ok => "ok".to_string(),
         Outcome::Failed => format!("failed {}", op.error.as_deref().unwrap_or("")),
         Outcome::Indeterminate => format!("indeterminate {}", op.error.as_deref().unwrap_or("")),
+        Outcome::Unexpected => format!("unexpected {}", op.error.as_deref().unwrap_or("")),
     };
     format!(
         "#{} c{}@n{} {} [{} .. {}] {}",
@@ -379,8 +396,9 @@ pub fn check_final_state(ops: &[Op], final_phase: &str, timing: Timing) -> Vec<A
     out
 }
 
-/// Indeterminate Saves answered UNAVAILABLE ("outcome unknown", or any
-/// UNAVAILABLE with `--distrust-unavailable`) whose value was read later.
+/// Indeterminate Saves answered UNAVAILABLE ("outcome unknown", any
+/// UNAVAILABLE with `--distrust-unavailable`, or the Rust client's last
+/// UNAVAILABLE after its retries) whose value was read later.
 /// Returned for reporting: they were allowed to take effect. A Save answered
 /// a plain UNAVAILABLE is a failed operation, and a read of its value is a
 /// `phantom-read` anomaly.
@@ -398,9 +416,9 @@ pub fn unavailable_but_applied(ops: &[Op]) -> Vec<usize> {
         .filter(|o| {
             o.kind == Kind::Save
                 && o.outcome == Outcome::Indeterminate
-                && o.error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("Unavailable"))
+                && o.error.as_deref().is_some_and(|e| {
+                    e.starts_with("Unavailable") || e.starts_with("client:unavailable")
+                })
         })
         .filter(|o| {
             o.value
@@ -408,5 +426,67 @@ pub fn unavailable_but_applied(ops: &[Op]) -> Vec<usize> {
                 .is_some_and(|v| read.contains_key(&(o.key.as_str(), v)))
         })
         .map(|o| o.id)
+        .collect()
+}
+
+/// Answers the contract never gives to the operation (outcome
+/// [`Outcome::Unexpected`]: INTERNAL, UNKNOWN or another code the server
+/// does not use, NOT_FOUND to a write), one anomaly each.
+pub fn check_unexpected_answers(ops: &[Op]) -> Vec<Anomaly> {
+    ops.iter()
+        .filter(|o| o.outcome == Outcome::Unexpected)
+        .map(|o| Anomaly {
+            key: o.key.clone(),
+            kind: "unexpected-answer".into(),
+            detail: format!(
+                "{} got an answer the server's contract never gives to a {}",
+                describe(o),
+                match o.kind {
+                    Kind::Save => "Save",
+                    Kind::Load => "Load",
+                    Kind::Delete => "Delete",
+                }
+            ),
+            ops: vec![o.id],
+        })
+        .collect()
+}
+
+/// A phase of the history (all phases but `final_phase`) in which no Save
+/// or no Load was acknowledged proves nothing: every history of failed and
+/// indeterminate operations is linearizable. One anomaly per such phase,
+/// on the phase's first key (so that it is reported with the phase).
+pub fn check_acknowledged(ops: &[Op], final_phase: &str) -> Vec<Anomaly> {
+    // Phase -> (first key, Saves, acknowledged Saves, Loads, acknowledged Loads).
+    let mut phases: BTreeMap<&str, (&str, usize, usize, usize, usize)> = BTreeMap::new();
+    for o in ops.iter().filter(|o| o.phase != final_phase) {
+        let e = phases
+            .entry(o.phase.as_str())
+            .or_insert((o.key.as_str(), 0, 0, 0, 0));
+        let ok = usize::from(o.outcome == Outcome::Ok);
+        match o.kind {
+            Kind::Save => {
+                e.1 += 1;
+                e.2 += ok;
+            }
+            Kind::Load => {
+                e.3 += 1;
+                e.4 += ok;
+            }
+            Kind::Delete => {}
+        }
+    }
+    phases
+        .into_iter()
+        .filter(|(_, (_, _, saves_ok, _, loads_ok))| *saves_ok == 0 || *loads_ok == 0)
+        .map(|(phase, (key, saves, saves_ok, loads, loads_ok))| Anomaly {
+            key: key.to_string(),
+            kind: "nothing-acknowledged".into(),
+            detail: format!(
+                "phase {phase}: {saves_ok} of {saves} Saves and {loads_ok} of {loads} Loads \
+                     acknowledged; a history without acknowledged Saves and Loads proves nothing"
+            ),
+            ops: vec![],
+        })
         .collect()
 }

@@ -9,8 +9,8 @@
 //! never explores the same pair twice (the set is kept as a 128-bit
 //! Zobrist hash); a dead end backtracks.
 //!
-//! Indeterminate operations have no return event (completion at
-//! +infinity): they may be linearized anywhere after their call, or never.
+//! Indeterminate operations (and unexpected answers, which are anomalies
+//! of their own) have no return event (completion at +infinity): they may be linearized anywhere after their call, or never.
 //! To keep the search small:
 //!
 //! - failed operations, indeterminate Loads, and indeterminate Saves whose
@@ -247,7 +247,7 @@ pub fn check_key(key: &str, ops: &[&Op], cfg: &Config) -> KeyResult {
         let determinate = match op.outcome {
             Outcome::Failed => continue,
             Outcome::Ok => true,
-            Outcome::Indeterminate => false,
+            Outcome::Indeterminate | Outcome::Unexpected => false,
         };
         let kind = match op.kind {
             Kind::Save => {

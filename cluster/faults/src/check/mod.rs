@@ -1,9 +1,11 @@
 //! Checking recorded client histories against what the store promises.
 //!
 //! - [`history`]: the recorded operations (invoke/complete times, outcome
-//!   ok / failed / indeterminate) and the direct checks: reads of values
-//!   nobody wrote, values returned past their TTL, acknowledged writes
-//!   missing from the final state, final reads that disagree between nodes;
+//!   ok / failed / indeterminate / unexpected) and the direct checks:
+//!   phases with nothing acknowledged, answers the contract never gives,
+//!   reads of values nobody wrote, values returned past their TTL,
+//!   acknowledged writes missing from the final state, final reads that
+//!   disagree between nodes;
 //! - [`linearizability`]: a Wing & Gong / Lowe search (with memoisation)
 //!   that decides whether each key's history is linearizable for a register
 //!   with put, get (value or absent), delete and expiry.
@@ -35,7 +37,9 @@ pub struct CheckReport {
 /// Runs every check on `ops`; `final_phase` names the phase of the closing
 /// reads (see [`history::check_final_state`]).
 pub fn check_all(ops: &[Op], cfg: &Config, final_phase: &str, threads: usize) -> CheckReport {
-    let mut anomalies = history::check_reads_have_writes(ops);
+    let mut anomalies = history::check_acknowledged(ops, final_phase);
+    anomalies.extend(history::check_unexpected_answers(ops));
+    anomalies.extend(history::check_reads_have_writes(ops));
     anomalies.extend(history::check_expiry(ops, cfg.timing));
     anomalies.extend(history::check_final_state(ops, final_phase, cfg.timing));
     let keys = check_history(ops, cfg, threads);
