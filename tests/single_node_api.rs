@@ -55,6 +55,12 @@ async fn save_and_watch_expire(
     c.save(save_req(l.clone(), b"v", ttl)).await.unwrap();
     let acked = Instant::now();
     let gone = gone_at(c, &l, acked + lives + EXPIRY_SLACK).await;
+    eprintln!(
+        "{:?}: gone {:?} after the save was sent, {:?} after it was acknowledged",
+        l.key,
+        gone - sent,
+        gone - acked
+    );
     assert!(
         gone + CLOCK_SLACK >= sent + lives,
         "{l:?} was gone {:?} after its save was sent, before its {lives:?}",
