@@ -479,6 +479,11 @@ async fn expired_values_are_hidden_without_the_purger() {
             acked + Duration::from_secs(2) + EXPIRY_SLACK,
         )
         .await;
+        eprintln!(
+            "probe: gone {:?} after the save was sent, {:?} after it was acknowledged",
+            gone - sent,
+            gone - acked
+        );
         assert!(
             gone + CLOCK_SLACK >= sent + Duration::from_secs(2),
             "gone {:?} after it was saved with a 2 s TTL",
