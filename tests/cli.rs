@@ -156,19 +156,27 @@ async fn exit_codes_tell_failures_apart() {
     // Save without a value: usage, 2.
     let out = client(&s.addr(), &["--command", "save", "--key", "k"]);
     assert_eq!(out.status.code(), Some(2));
-    // Nobody listening: unavailable, 5, within the timeout.
+    // Nobody listening: unavailable, 5, within the timeout (plus the
+    // process's start).
     let start = std::time::Instant::now();
     let out = client(
         &format!("127.0.0.1:{}", free_port()),
         &["--command", "load", "--key", "k", "--timeout", "1s"],
     );
+    let took = start.elapsed();
+    eprintln!("a 1 s timeout with nobody listening took {took:?}");
     assert_eq!(
         out.status.code(),
         Some(5),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(start.elapsed() < Duration::from_secs(10));
+    // It retries with backoff (25 ms doubling) while the next wait fits
+    // in the timeout: 775 ms of waits, then gives up.
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1500),
+        "a 1 s timeout took {took:?}"
+    );
     // Health of a running node.
     let out = Command::new(binary())
         .args(["health", "--server", &s.addr()])
@@ -218,9 +226,15 @@ async fn rust_client_library_round_trip() {
     .unwrap();
     let start = std::time::Instant::now();
     let r = down.global().load_value("g").await;
+    let took = start.elapsed();
+    eprintln!("an 800 ms timeout with nobody listening took {took:?}");
     assert!(
         matches!(r, Err(Error::Unavailable(_)) | Err(Error::Timeout(_))),
         "{r:?}"
     );
-    assert!(start.elapsed() < Duration::from_secs(5));
+    // Waits of 25 to 400 ms fit in 800 ms: 775 ms, then it gives up.
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1100),
+        "an 800 ms timeout took {took:?}"
+    );
 }

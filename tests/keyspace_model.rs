@@ -2,13 +2,21 @@
 //! Save, Delete and Purge with stamped times (an injected clock, with and
 //! without the leader's timeline) and request ids must give the same reads,
 //! deadlines, purge counts and request-id answers as a `BTreeMap`, and two
-//! replicas applying the same sequence must end with the same digest.
+//! replicas applying the same sequence must end with the same digest. A
+//! replica that joins through a snapshot of another, taken and installed
+//! through the state machine's openraft interface, must stay identical to it
+//! and to the model from then on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Seek, SeekFrom};
 
+use eventstore::raft::types::{Entry, LogId, TypeConfig};
 use eventstore::store::{
-    db, snapshot, Applied, Command, Keyspace, SessionPolicy, Stamp, MAX_CLOCK_SKEW_MS,
+    db, snapshot, Applied, Command, Keyspace, SessionPolicy, Stamp, StateMachine, MAX_CLOCK_SKEW_MS,
 };
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftStateMachine;
+use openraft::RaftSnapshotBuilder;
 use proptest::prelude::*;
 use rocksdb::WriteBatch;
 
@@ -27,9 +35,30 @@ struct Model {
     members: BTreeMap<u64, u64>,
     sessions: BTreeMap<String, (u64, Applied)>,
     clock: u64,
+    /// The voters of the last membership entry (state-machine level only).
+    config: BTreeSet<u64>,
 }
 
 impl Model {
+    /// Applies a log entry as the state machine does: a membership entry
+    /// drops the records of nodes it leaves out, and a Register of a node
+    /// that is not a member records nothing. `None` for entries that
+    /// answer no client.
+    fn apply_step(&mut self, step: &Step) -> Option<Applied> {
+        match step {
+            Step::Blank => None,
+            Step::Membership(voters) => {
+                self.members.retain(|node, _| voters.contains(node));
+                self.config = voters.clone();
+                None
+            }
+            Step::Normal(Command::Register { node, .. }) if !self.config.contains(node) => {
+                Some(Applied::Registered { recorded: false })
+            }
+            Step::Normal(cmd) => Some(self.apply(cmd)),
+        }
+    }
+
     fn apply(&mut self, cmd: &Command) -> Applied {
         let request = match cmd {
             Command::Save { request, .. } | Command::Delete { request, .. } => request.clone(),
@@ -221,6 +250,317 @@ proptest! {
         }
         prop_assert_eq!(a.ks.digest().unwrap(), b.ks.digest().unwrap());
         prop_assert_eq!(a.ks.digest().unwrap().1, model.values.len() as u64);
+    }
+}
+
+/// A log entry as openraft hands it to the state machine.
+#[derive(Clone, Debug)]
+enum Step {
+    Normal(Command),
+    /// The entry a new leader appends.
+    Blank,
+    /// A membership change to these voters.
+    Membership(BTreeSet<u64>),
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        12 => command_strategy().prop_map(Step::Normal),
+        1 => Just(Step::Blank),
+        1 => prop::collection::btree_set(0u64..3, 1..=3).prop_map(Step::Membership),
+    ]
+}
+
+fn log_id(index: u64) -> LogId {
+    openraft::testing::log_id::<TypeConfig>(1, 0, index)
+}
+
+fn entry(index: u64, step: &Step) -> Entry {
+    match step {
+        Step::Normal(cmd) => Entry::new_normal(log_id(index), cmd.clone()),
+        Step::Blank => Entry::new_blank(log_id(index)),
+        Step::Membership(voters) => Entry::new_membership(
+            log_id(index),
+            openraft::Membership::new_with_defaults(vec![voters.clone()], Vec::<u64>::new()),
+        ),
+    }
+}
+
+/// One node's state machine and its storage, driven through openraft's
+/// `RaftStateMachine` interface.
+struct Node {
+    dir: tempfile::TempDir,
+    ks: Keyspace,
+    sm: StateMachine,
+}
+
+impl Node {
+    fn new() -> Self {
+        Self::open(tempfile::tempdir().unwrap())
+    }
+
+    fn open(dir: tempfile::TempDir) -> Self {
+        let database = db::open(&dir.path().join("db")).unwrap();
+        let ks = Keyspace::new(database).with_session_policy(POLICY);
+        let sm = StateMachine::open(ks.clone(), dir.path().join("snapshots")).unwrap();
+        Node { dir, ks, sm }
+    }
+
+    /// Closes the database and opens it again, as a restart does.
+    fn reopen(self) -> Self {
+        let Node { dir, ks, sm } = self;
+        drop(sm);
+        drop(ks);
+        Self::open(dir)
+    }
+
+    /// Applies the entry at `index`, alone, as openraft does on a follower
+    /// (no client waits for its answer).
+    async fn apply(&mut self, index: u64, step: &Step) {
+        let e = entry(index, step);
+        self.sm
+            .apply(futures::stream::iter([Ok((e, None))]))
+            .await
+            .unwrap();
+    }
+
+    /// Everything a client or a purge can observe, and the digest.
+    fn observe(&self) -> Observed {
+        let ks = &self.ks;
+        let (digest, values) = ks.digest().unwrap();
+        Observed {
+            stored: (0u8..6)
+                .map(|k| {
+                    ks.get_raw(&[b'k', k])
+                        .unwrap()
+                        .map(|s| (s.deadline_ms, s.value))
+                })
+                .collect(),
+            members: (0..3).map(|n| ks.member_incarnation(n).unwrap()).collect(),
+            sessions: (0..5)
+                .map(|i| ks.session(&format!("c-{i}")).unwrap())
+                .collect(),
+            session_count: ks.session_count().unwrap(),
+            values,
+            clock: ks.clock().unwrap(),
+            digest: Some(digest),
+        }
+    }
+
+    fn reads(&self, reads: &[(Vec<u8>, u64)]) -> Vec<Option<Vec<u8>>> {
+        reads
+            .iter()
+            .map(|(k, now)| self.ks.get(k, *now).unwrap())
+            .collect()
+    }
+}
+
+/// What [`Node::observe`] sees (the model has no digest).
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    stored: Vec<Option<(u64, Vec<u8>)>>,
+    members: Vec<Option<u64>>,
+    sessions: Vec<Option<Applied>>,
+    session_count: u64,
+    values: u64,
+    clock: u64,
+    digest: Option<String>,
+}
+
+impl Model {
+    fn observe(&self) -> Observed {
+        Observed {
+            stored: (0u8..6)
+                .map(|k| self.values.get([b'k', k].as_slice()).cloned())
+                .collect(),
+            members: (0..3).map(|n| self.members.get(&n).copied()).collect(),
+            sessions: (0..5)
+                .map(|i| self.sessions.get(&format!("c-{i}")).map(|s| s.1.clone()))
+                .collect(),
+            session_count: self.sessions.len() as u64,
+            values: self.values.len() as u64,
+            clock: self.clock,
+            digest: None,
+        }
+    }
+
+    fn reads(&self, reads: &[(Vec<u8>, u64)]) -> Vec<Option<Vec<u8>>> {
+        reads.iter().map(|(k, now)| self.get(k, *now)).collect()
+    }
+}
+
+/// Values and request ids a node purged with its last entry: the state
+/// machine answers no one on a follower, so a purge's count is what it
+/// removed.
+fn purged(before: &Observed, after: &Observed) -> Applied {
+    Applied::Purged {
+        count: (before.values - after.values) as u32,
+        sessions: (before.session_count - after.session_count) as u32,
+    }
+}
+
+/// Hands A's current snapshot to C the way the peer service does: the
+/// bytes land in a file of C's own, then openraft installs it.
+async fn send_snapshot(a: &mut Node, c: &mut Node) -> Result<LogId, TestCaseError> {
+    let mut current =
+        a.sm.get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a current snapshot");
+    let path = snapshot::incoming_path(&c.dir.path().join("snapshots"));
+    let mut received = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    std::io::copy(&mut current.snapshot, &mut received).unwrap();
+    received.seek(SeekFrom::Start(0)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    c.sm.install_snapshot(&current.meta, received)
+        .await
+        .unwrap();
+    let installed = c.sm.get_current_snapshot().await.unwrap();
+    prop_assert_eq!(
+        installed.map(|s| s.meta),
+        Some(current.meta.clone()),
+        "C's current snapshot is not the one it installed"
+    );
+    Ok(current
+        .meta
+        .last_log_id
+        .expect("a snapshot of applied entries"))
+}
+
+/// Checks A and C against each other (everything, digest included) and
+/// against the model (everything but the digest).
+fn check_same(
+    a: &Node,
+    c: &Node,
+    model: &Model,
+    reads: &[(Vec<u8>, u64)],
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let seen_a = a.observe();
+    prop_assert_eq!(&c.observe(), &seen_a, "C differs from A {}", what);
+    let mut expected = model.observe();
+    expected.digest = seen_a.digest.clone();
+    prop_assert_eq!(&seen_a, &expected, "A differs from the model {}", what);
+    let expected = model.reads(reads);
+    prop_assert_eq!(a.reads(reads), expected.clone(), "reads on A {}", what);
+    prop_assert_eq!(c.reads(reads), expected, "reads on C {}", what);
+    Ok(())
+}
+
+async fn snapshot_case(
+    steps: Vec<Step>,
+    snap_at: prop::sample::Index,
+    lag: prop::sample::Index,
+    reopen: bool,
+    reads: Vec<(Vec<u8>, u64)>,
+) -> Result<(), TestCaseError> {
+    // The log: a membership of all three nodes, then the steps.
+    let mut log = vec![Step::Membership((0..3).collect())];
+    log.extend(steps);
+    let mut model = Model::default();
+    let mut a = Node::new();
+    let mut c = Node::new();
+    // A has applied `taken` entries when its snapshot is built; C, a node
+    // that is fresh or behind, has applied fewer.
+    let taken = 1 + snap_at.index(log.len());
+    let behind = lag.index(taken);
+    for (i, step) in log[..taken].iter().enumerate() {
+        let index = i as u64 + 1;
+        let expected = model.apply_step(step);
+        let before = a.observe();
+        a.apply(index, step).await;
+        if i < behind {
+            c.apply(index, step).await;
+        }
+        if let (Step::Normal(Command::Purge { .. }), Some(expected)) = (step, expected) {
+            prop_assert_eq!(purged(&before, &a.observe()), expected, "entry {}", index);
+        }
+        let mut seen = model.observe();
+        seen.digest = a.observe().digest;
+        prop_assert_eq!(
+            a.observe(),
+            seen,
+            "A differs from the model after entry {}",
+            index
+        );
+    }
+
+    // openraft builds A's snapshot, then sends it to C.
+    let built = {
+        let mut builder = a.sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.unwrap()
+    };
+    prop_assert_eq!(built.meta.last_log_id, Some(log_id(taken as u64)));
+    let sent = send_snapshot(&mut a, &mut c).await?;
+    prop_assert_eq!(sent, log_id(taken as u64));
+    if reopen {
+        c = c.reopen();
+    }
+    prop_assert_eq!(
+        c.sm.applied_state().await.unwrap(),
+        a.sm.applied_state().await.unwrap(),
+        "C's applied log id and membership after the install"
+    );
+    check_same(&a, &c, &model, &reads, "after the install")?;
+
+    // Both go on with the same entries.
+    for (i, step) in log.iter().enumerate().skip(taken) {
+        let index = i as u64 + 1;
+        let expected = model.apply_step(step);
+        let (before_a, before_c) = (a.observe(), c.observe());
+        a.apply(index, step).await;
+        c.apply(index, step).await;
+        if let (Step::Normal(Command::Purge { .. }), Some(expected)) = (step, expected) {
+            prop_assert_eq!(
+                purged(&before_a, &a.observe()),
+                expected.clone(),
+                "A, entry {}",
+                index
+            );
+            prop_assert_eq!(
+                purged(&before_c, &c.observe()),
+                expected,
+                "C, entry {}",
+                index
+            );
+        }
+        check_same(&a, &c, &model, &reads, &format!("after entry {index}"))?;
+    }
+    prop_assert_eq!(
+        c.sm.applied_state().await.unwrap(),
+        a.sm.applied_state().await.unwrap()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Issue item 8: replicas stay identical through a snapshot. A applies
+    /// a random log; at a random point openraft builds A's snapshot and
+    /// installs it into C (fresh, or behind A), which may restart; then
+    /// both apply the rest of the log. After every entry A and C agree on
+    /// the digest, every stored value and deadline, member and request-id
+    /// record, the clock, reads at random times and what each purge
+    /// removed, and so does the model.
+    #[test]
+    fn a_replica_installed_from_a_snapshot_stays_identical(
+        steps in prop::collection::vec(step_strategy(), 1..60),
+        snap_at in any::<prop::sample::Index>(),
+        lag in any::<prop::sample::Index>(),
+        reopen in any::<bool>(),
+        reads in prop::collection::vec((key_strategy(), 0u64..1300), 1..10),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(snapshot_case(steps, snap_at, lag, reopen, reads))?;
     }
 }
 

@@ -3,13 +3,17 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use tonic::Code;
 
 const LIMIT: Duration = Duration::from_secs(180);
 
+/// Every write acknowledged before a SIGKILL, the last one included, is
+/// there after the restart (each with a long TTL, so that none can pass by
+/// having expired), deletes stay deleted, and a value that was reported
+/// expired before the kill is not served again.
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,6 +25,11 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
     s.wait_ready(Duration::from_secs(30)).await;
     bounded(LIMIT, async {
         let mut c = s.client().await;
+        c.save(save_req(global("expiring"), b"x", 1)).await.unwrap();
+        let expiring_acked = Instant::now();
+        c.load(load_req(global("expiring")))
+            .await
+            .expect("a value with a 1 s TTL, just saved");
         for i in 0..500u32 {
             c.save(save_req(
                 bridge("b", &format!("k{i}")),
@@ -35,9 +44,26 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
                 .await
                 .unwrap();
         }
-        c.save(save_req(global("expiring"), b"x", 1)).await.unwrap();
+        // The expiring value is reported gone before the kill.
+        loop {
+            match c.load(load_req(global("expiring"))).await {
+                Ok(_) => {
+                    assert!(
+                        expiring_acked.elapsed() < Duration::from_millis(1500),
+                        "a value with a 1 s TTL still served after {:?}",
+                        expiring_acked.elapsed()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(st) if st.code() == Code::NotFound => break,
+                Err(st) => panic!("load expiring: {st:?}"),
+            }
+        }
+        // The last write acknowledged before the kill.
+        c.save(save_req(global("last"), b"last", 600))
+            .await
+            .unwrap();
         s.kill9();
-        tokio::time::sleep(Duration::from_millis(1200)).await;
         s.start();
         s.wait_ready(Duration::from_secs(30)).await;
         let mut c = s.client().await;
@@ -54,6 +80,15 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
             }
         }
         assert_eq!(
+            c.load(load_req(global("last")))
+                .await
+                .expect("the last acknowledged write was lost")
+                .into_inner()
+                .value
+                .to_vec(),
+            b"last".to_vec()
+        );
+        assert_eq!(
             c.load(load_req(global("expiring")))
                 .await
                 .unwrap_err()
@@ -65,6 +100,20 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
             status.snapshot_index.is_some(),
             "a snapshot should exist: {status:?}"
         );
+        // Nothing else is stored: 400 values and "last" (and "expiring"
+        // until the purger, every second, removes it).
+        let start = Instant::now();
+        loop {
+            let status = s.status().await.unwrap();
+            if status.keys == 401 {
+                break;
+            }
+            assert!(
+                status.keys == 402 && start.elapsed() < Duration::from_millis(1500),
+                "401 values expected: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }
@@ -187,9 +236,15 @@ async fn a_node_whose_storage_fails_exits_non_zero() {
     .await;
     assert!(acked > 0, "no write succeeded before the disk filled");
     assert!(acked < 2000, "the disk never filled");
+    // The failed write's answer and the exit come together (20 ms here).
+    let failed = Instant::now();
     let code = s
-        .wait_exit(Duration::from_secs(30))
+        .wait_exit(Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", s.log_tail()));
+    eprintln!(
+        "exited {:?} after the write that failed was answered",
+        failed.elapsed()
+    );
     assert!(
         code.is_some_and(|c| c != 0),
         "exit code {code:?}; log:\n{}",
