@@ -223,7 +223,7 @@ pub const MIN_LOADS_AFTER_HEAL: usize = 200;
 /// Default of [`Requirements::max_unknown_share`], in percent.
 pub const MAX_UNKNOWN_PCT: f64 = 5.0;
 /// Default of [`Requirements::min_expired_reads`].
-pub const MIN_EXPIRED_READS: usize = 20;
+pub const MIN_EXPIRED_READS: usize = 5;
 
 /// What a phase must show to count as having tested something: a history
 /// in which (almost) nothing was acknowledged, no leader was replaced or
