@@ -172,6 +172,46 @@ async fn relayed_requests_and_replication_lag_are_shown() {
             let series = format!(r#"eventstore_raft_replication_lag_entries{{member="{member}"}}"#);
             assert!(sample(&body, &series).is_some(), "no {series} in:\n{body}");
         }
+
+        // Every metric the Grafana dashboard queries is one a node exports.
+        let (_, follower_body) = get(&c.node(follower).metrics_addr().unwrap(), "/metrics").await;
+        let exported: std::collections::BTreeSet<String> = body
+            .lines()
+            .chain(follower_body.lines())
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        let dashboard: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("deploy/monitoring/grafana-dashboard.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in metric_names(expr) {
+                    let family = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|suffix| name.strip_suffix(suffix))
+                        .unwrap_or(&name);
+                    assert!(
+                        exported.contains(family),
+                        "the dashboard queries {name}, which no node exports (panel {})",
+                        panel["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(
+            queried >= 15,
+            "{queried} metric references in the dashboard"
+        );
     })
     .await;
 }
@@ -227,6 +267,21 @@ async fn a_node_without_a_leader_is_alive_but_not_ready() {
         assert!(changes >= 1.0, "{changes} leader changes seen");
     })
     .await;
+}
+
+/// The `eventstore_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("eventstore_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
 }
 
 /// Like [`get`], but `Err` while nothing listens yet.
