@@ -258,3 +258,119 @@ async fn a_node_whose_storage_fails_exits_non_zero() {
     drop(s);
     drop(fs);
 }
+
+/// Files of a data directory, with their contents, to see that a refused
+/// start changed nothing.
+fn snapshot_of(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n != "LOCK" && !n.to_string_lossy().starts_with("LOG"))
+            {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The newest write-ahead log of a node's database.
+fn newest_wal(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(data_dir.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a write-ahead log")
+}
+
+/// Writes `n` long-lived values, then SIGKILLs the node, so that they are
+/// in the write-ahead log only.
+async fn write_then_kill(s: &mut Server, n: u32) {
+    s.wait_ready(Duration::from_secs(30)).await;
+    let mut c = s.client().await;
+    for i in 0..n {
+        c.save(save_req(global(&format!("k{i}")), &[7u8; 200], 600))
+            .await
+            .unwrap();
+    }
+    s.kill9();
+}
+
+/// Bytes changed in the middle of the write-ahead log (disk corruption)
+/// would make RocksDB's default recovery stop at the damage and drop every
+/// acknowledged write after it without a word: a Raft member that forgets
+/// entries it acknowledged, or a vote it cast. The node refuses to start,
+/// says why, and leaves the directory as it was, for an operator to
+/// replace it (README: Replacing a node).
+#[tokio::test]
+async fn a_write_ahead_log_corrupt_in_the_middle_is_refused_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::single(dir.path(), &[]);
+    bounded(LIMIT, async {
+        write_then_kill(&mut s, 40).await;
+        let wal = newest_wal(&s.data_dir);
+        let mut bytes = std::fs::read(&wal).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 16] {
+            *b ^= 0xff;
+        }
+        std::fs::write(&wal, &bytes).unwrap();
+        let before = snapshot_of(&s.data_dir);
+
+        s.start();
+        let code = s.wait_exit(Duration::from_secs(20)).unwrap_or_else(|e| {
+            panic!(
+                "a node with a corrupt write-ahead log kept running ({e}):\n{}",
+                s.log_tail()
+            )
+        });
+        assert_ne!(code, Some(0));
+        let log = s.log_tail();
+        assert!(
+            log.contains("Corruption") && log.contains("corrupt"),
+            "no clear reason:\n{log}"
+        );
+        assert!(
+            before == snapshot_of(&s.data_dir),
+            "the refused start changed the data directory"
+        );
+    })
+    .await;
+}
+
+/// A record cut short at the very end of the log is what a power loss in
+/// the middle of a synced write leaves: that write was never acknowledged.
+/// The node starts, without it, and serves everything before it.
+#[tokio::test]
+async fn a_write_ahead_log_cut_short_at_its_end_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::single(dir.path(), &[]);
+    bounded(LIMIT, async {
+        write_then_kill(&mut s, 40).await;
+        let wal = newest_wal(&s.data_dir);
+        let len = std::fs::metadata(&wal).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(len - 20)
+            .unwrap();
+        s.start();
+        s.wait_ready(Duration::from_secs(30)).await;
+        let mut c = s.client().await;
+        for i in 0..39 {
+            c.load(load_req(global(&format!("k{i}"))))
+                .await
+                .unwrap_or_else(|e| panic!("k{i} lost: {e:?}"));
+        }
+    })
+    .await;
+}

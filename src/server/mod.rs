@@ -115,8 +115,18 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     };
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let db = crate::store::db::open(&cfg.data_dir.join("db"))
-        .with_context(|| format!("opening the database in {}", cfg.data_dir.display()))?;
+    let db = crate::store::db::open(&cfg.data_dir.join("db")).map_err(|e| {
+        let hint = if e.kind() == rocksdb::ErrorKind::Corruption {
+            ": the data directory is corrupt. This node does not start on it and leaves \
+             it as it is; move it aside and replace the node (README: Replacing a node)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "opening the database in {}: {e}{hint}",
+            cfg.data_dir.display()
+        )
+    })?;
     let keyspace = Keyspace::new(db.clone());
     let snapshot_dir = cfg.data_dir.join("snapshots");
     let timeline = Arc::new(clock::Timeline::new(cfg.node_id));

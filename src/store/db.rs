@@ -25,6 +25,12 @@ pub fn options() -> Options {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Every write the Raft log acknowledges is synced, so the only damage a
+    // crash can leave is an incomplete last record (a write never
+    // acknowledged). RocksDB's default recovery would also stop quietly at
+    // damage in the middle of the log and drop every write after it:
+    // acknowledged entries and votes. Refuse to open instead.
+    opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
     opts
 }
 
