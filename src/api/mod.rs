@@ -1,7 +1,8 @@
 //! The client API: the `protob.EventStore` gRPC service, request
-//! validation, the request-deadline rule, and the mapping of failures to
-//! gRPC status codes. It reaches the node only through [`Handler`].
+//! validation, admission (back-pressure), the request-deadline rule, and
+//! the mapping of failures to gRPC status codes. It reaches the node only through [`Handler`].
 
+pub mod admission;
 pub mod deadline;
 pub mod error;
 pub mod handler;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use super::admission::Admission;
 use super::deadline::deadline_of;
 use super::error::ANSWERED_KEY;
 use super::handler::{Handler, Reply, Request as NodeRequest};
@@ -25,6 +26,7 @@ use crate::proto::protob::{
 /// by a follower.
 pub struct EventStoreService<H> {
     node: Arc<H>,
+    admission: Arc<Admission>,
     relayed: bool,
 }
 
@@ -32,31 +34,35 @@ impl<H> Clone for EventStoreService<H> {
     fn clone(&self) -> Self {
         EventStoreService {
             node: self.node.clone(),
+            admission: self.admission.clone(),
             relayed: self.relayed,
         }
     }
 }
 
 impl<H: Handler> EventStoreService<H> {
-    /// Serves clients through `node`, relaying to the leader as needed.
-    pub fn new(node: Arc<H>) -> Self {
+    /// Serves clients through `node`, relaying to the leader as needed,
+    /// within the node's `admission` budgets.
+    pub fn new(node: Arc<H>, admission: Arc<Admission>) -> Self {
         EventStoreService {
             node,
+            admission,
             relayed: false,
         }
     }
 
     /// Serves requests that followers relayed to this node.
-    pub fn relayed(node: Arc<H>) -> Self {
+    pub fn relayed(node: Arc<H>, admission: Arc<Admission>) -> Self {
         EventStoreService {
             node,
+            admission,
             relayed: true,
         }
     }
 
     /// Serves one request and counts it (by method, status code and
     /// origin) in the node's metrics.
-    async fn serve<T, R: FromReply>(
+    async fn serve<T: prost::Message, R: FromReply>(
         &self,
         method: &'static str,
         req: Request<T>,
@@ -66,7 +72,10 @@ impl<H: Handler> EventStoreService<H> {
         let timer = metrics::REQUEST_SECONDS
             .with_label_values(&[method, via])
             .start_timer();
-        let answer = self.answer(req, wrap).await;
+        let answer = match self.admission.admit_bytes(req.get_ref().encoded_len()) {
+            Ok(_held) => self.answer(req, wrap).await,
+            Err(status) => Err(self.mark_answered(status)),
+        };
         timer.observe_duration();
         let code = match &answer {
             Ok(_) => tonic::Code::Ok,
@@ -89,20 +98,23 @@ impl<H: Handler> EventStoreService<H> {
             .node
             .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
             .await
-            .map_err(|e| {
-                let mut status = Status::from(e);
-                if self.relayed {
-                    // Tells the relaying node that this is an answer, not
-                    // a failure of the connection.
-                    status
-                        .metadata_mut()
-                        .insert(ANSWERED_KEY, MetadataValue::from_static("1"));
-                }
-                status
-            })?;
+            .map_err(|e| self.mark_answered(Status::from(e)))?;
         R::from_reply(reply)
             .map(Response::new)
             .ok_or_else(|| Status::internal("the node answered with a reply of another kind"))
+    }
+}
+
+impl<H> EventStoreService<H> {
+    /// On a relayed request, marks `status` as this node's answer, so the
+    /// relaying node does not take it for a failure of the connection.
+    fn mark_answered(&self, mut status: Status) -> Status {
+        if self.relayed {
+            status
+                .metadata_mut()
+                .insert(ANSWERED_KEY, MetadataValue::from_static("1"));
+        }
+        status
     }
 }
 

@@ -48,6 +48,14 @@ pub struct ServeArgs {
     /// TTL in seconds of Instance values saved with ttl=0 (0: never expire).
     #[arg(long, env = "EVENTSTORE_DEFAULT_INSTANCE_TTL", default_value_t = DefaultTtls::default().instance_secs)]
     pub default_instance_ttl: u64,
+    /// The most client requests (relayed ones included) this node works on
+    /// at once; more are refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EVENTSTORE_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// The most MiB of request payload this node holds at once; more is
+    /// refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "EVENTSTORE_MAX_IN_FLIGHT_MIB", default_value_t = 64)]
+    pub max_in_flight_mib: usize,
     /// Largest value accepted, in bytes.
     #[arg(long, env = "EVENTSTORE_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes)]
     pub max_value_bytes: usize,
@@ -169,6 +177,9 @@ impl ServeArgs {
         if self.purge_batch == 0 {
             bail!("--purge-batch must be at least 1");
         }
+        if self.max_in_flight == 0 || self.max_in_flight_mib == 0 {
+            bail!("--max-in-flight and --max-in-flight-mib must be at least 1");
+        }
         let metrics_listen = match self.metrics_listen.trim() {
             "off" => None,
             addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
@@ -180,6 +191,8 @@ impl ServeArgs {
             listen: self.listen,
             peer_listen: self.peer_listen,
             metrics_listen,
+            max_in_flight: self.max_in_flight,
+            max_in_flight_bytes: self.max_in_flight_mib.saturating_mul(1 << 20),
             peers,
             data_dir: self.data_dir.clone(),
             limits: Limits {

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::api::admission::{Admission, AdmissionLayer, CLIENT_PREFIX, RELAYED_PREFIX};
 use crate::api::service::EventStoreService;
 use crate::config::{DefaultTtls, ExpirySettings, Limits, RaftSettings};
 use crate::proto::peer::admin_server::AdminServer;
@@ -62,6 +63,10 @@ pub struct ServeConfig {
     pub peer_listen: SocketAddr,
     /// HTTP address for metrics and probes to bind (`None`: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// The most client requests served at once (see [`Admission`]).
+    pub max_in_flight: usize,
+    /// The most bytes of request payload held at once.
+    pub max_in_flight_bytes: usize,
     /// Initial voters: id -> peer address (`HOST:PORT`). Must contain `node_id`.
     pub peers: BTreeMap<NodeId, String>,
     /// Where the database and snapshots live.
@@ -216,13 +221,15 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     // with the limit named; far larger messages are refused by the transport
     // (OUT_OF_RANGE) before they are buffered.
     let max_msg = cfg.limits.max_value_bytes.saturating_add(4 << 20);
+    let admission = Arc::new(Admission::new(cfg.max_in_flight, cfg.max_in_flight_bytes));
     let client_server = {
         let mut stop = stop_rx.clone();
         tonic::transport::Server::builder()
+            .layer(AdmissionLayer::new(admission.clone(), &[CLIENT_PREFIX]))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
-                EventStoreServer::new(EventStoreService::new(node.clone()))
+                EventStoreServer::new(EventStoreService::new(node.clone(), admission.clone()))
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(max_msg),
             )
@@ -234,13 +241,14 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let peer_server = {
         let mut stop = stop_rx.clone();
         tonic::transport::Server::builder()
+            .layer(AdmissionLayer::new(admission.clone(), &[RELAYED_PREFIX]))
             .add_service(
                 RaftPeerServer::new(peer.clone())
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(
-                ForwardServer::new(EventStoreService::relayed(node.clone()))
+                ForwardServer::new(EventStoreService::relayed(node.clone(), admission.clone()))
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(max_msg),
             )

@@ -31,6 +31,10 @@ pub fn options() -> Options {
     // damage in the middle of the log and drop every write after it:
     // acknowledged entries and votes. Refuse to open instead.
     opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+    // Memtables of all column families together stay within 64 MiB: a
+    // flood of large values is flushed to disk instead of piling up in
+    // memory (RocksDB's default is 64 MiB per memtable, two per family).
+    opts.set_db_write_buffer_size(64 << 20);
     opts
 }
 
