@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod bench;
 pub mod client;
+pub mod connect;
 pub mod serve;
 
 use clap::{Parser, Subcommand};

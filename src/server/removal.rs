@@ -1,0 +1,78 @@
+//! A node that was removed from the cluster: how it learns so, and what it
+//! does then.
+//!
+//! It learns it in one of two ways: the membership it holds (the last one
+//! it received from the leader) no longer includes it, or, when the leader
+//! stopped sending it the log before it received that membership, the
+//! leader refuses its vote request because it is not a member (see
+//! [`crate::server::peer`] and [`crate::raft::network::Removal`]).
+//!
+//! From then on it takes part in no election, reports NOT_SERVING, shows
+//! `Removed` in `cluster status`, and refuses client requests with
+//! FAILED_PRECONDITION ("this node was removed from the cluster; stop it").
+//! Should the leader add it back under its id (a membership that includes
+//! it, newer than the one it held when it learned of the removal), it
+//! serves again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::watch;
+
+use super::node::{Node, REMOVED_MESSAGE};
+use super::vote_guard::VoteGuard;
+use crate::raft::types::LogId;
+
+/// How often the removal state is checked besides membership changes.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs until `stop` turns true.
+pub async fn watch_removal(node: Arc<Node>, guard: VoteGuard, mut stop: watch::Receiver<bool>) {
+    let mut rx = node.raft.metrics();
+    // The membership this node held when it learned of its removal.
+    let mut removed_at: Option<Option<LogId>> = None;
+    loop {
+        {
+            let m = rx.borrow_watched().clone();
+            let stored = m.membership_config.clone();
+            let membership = stored.membership();
+            let listed = membership.get_node(&node.id).is_some();
+            let has_members = membership.nodes().next().is_some();
+            if has_members && !listed {
+                node.removal.set(format!(
+                    "the membership at log index {} does not include node {}",
+                    stored.log_id().map(|l| l.index).unwrap_or(0),
+                    node.id
+                ));
+            }
+            match (node.removal.reason(), &removed_at) {
+                (Some(why), None) => {
+                    removed_at = Some(*stored.log_id());
+                    node.raft.runtime_config().elect(false);
+                    tracing::error!(
+                        node = node.id,
+                        "{REMOVED_MESSAGE}: {why}. It takes part in no election and refuses \
+                         client requests (README: Cluster administration)"
+                    );
+                }
+                (Some(_), Some(at)) if listed && stored.log_id() != at => {
+                    node.removal.clear();
+                    removed_at = None;
+                    if !guard.refusing() {
+                        node.raft.runtime_config().elect(true);
+                    }
+                    tracing::info!(node = node.id, "this node was added back to the cluster");
+                }
+                // Keep elections off, whatever else turned them on.
+                (Some(_), Some(_)) => node.raft.runtime_config().elect(false),
+                (None, _) => {}
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
