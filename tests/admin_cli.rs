@@ -672,3 +672,54 @@ async fn reflection_lists_only_what_each_port_serves() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_leader_gives_the_full_reason_for_a_wiped_node_once() {
+    let mut c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        // Wait until every member's incarnation is on record.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let wiped = c
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|id| *id != leader)
+            .unwrap();
+        c.node_mut(wiped).kill9();
+        std::fs::remove_dir_all(&c.node(wiped).data_dir).unwrap();
+        let earlier = std::fs::read(&c.node(leader).log).unwrap().len();
+        c.node_mut(wiped).start();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let log = String::from_utf8_lossy(&std::fs::read(&c.node(leader).log).unwrap()[earlier..])
+            .to_string();
+        // The full reason once; openraft's own lines carry only a one-line
+        // summary.
+        let full = log
+            .lines()
+            .filter(|l| l.contains("its data was lost"))
+            .count();
+        let short = log
+            .lines()
+            .filter(|l| l.contains(&format!("node {wiped} lost its data; replace it")))
+            .count();
+        let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
+        println!(
+            "in 8 s: {full} line(s) with the full reason, {short} one-line summaries, \
+             {warnings} WARN lines in all"
+        );
+        for l in log.lines().filter(|l| l.contains(" WARN ")) {
+            println!("  {l}");
+        }
+        assert_eq!(full, 1, "{log}");
+        // The leader backs off from the node (1 s doubling) and lets
+        // openraft's heartbeat warning through once a minute.
+        assert!(warnings <= 8, "{log}");
+        let wlog = c.node(wiped).log_tail();
+        assert!(
+            wlog.contains("Reusing a node id: remove the old member"),
+            "{wlog}"
+        );
+    })
+    .await;
+}

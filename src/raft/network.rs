@@ -346,7 +346,7 @@ impl PeerClient {
                 );
             }
             let e = io::Error::other(format!(
-                "node {} lost its data and refuses the log; replace it (README: Replacing a node)",
+                "node {} lost its data; replace it (README: Replacing a node)",
                 self.target
             ));
             return RPCError::Unreachable(Unreachable::new(&e));
