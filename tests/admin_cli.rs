@@ -590,6 +590,16 @@ async fn every_subcommand_reads_the_server_from_the_environment() {
         stdout(&out),
         stderr(&out)
     );
+    // bench prints the README's table, column for column.
+    let header =
+        "| setup | phase | ops/s | p50 ms | p99 ms | ops/s vs baseline | p50 vs baseline |";
+    assert!(stdout(&out).contains(header), "{}", stdout(&out));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(header),
+        "the README's Benchmarks table has other columns"
+    );
 }
 
 #[tokio::test]
