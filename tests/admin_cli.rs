@@ -226,6 +226,7 @@ async fn a_removed_node_knows_it_refuses_clients_and_never_campaigns() {
         // The same id can be reused: an empty data directory, added back.
         c.node_mut(removed).kill9();
         std::fs::remove_dir_all(&c.node(removed).data_dir).unwrap();
+        let earlier = std::fs::read(&c.node(removed).log).unwrap().len();
         c.node_mut(removed).start();
         let out = es(&[
             "cluster",
@@ -252,6 +253,11 @@ async fn a_removed_node_knows_it_refuses_clients_and_never_campaigns() {
         c.node(removed).wait_ready(Duration::from_secs(20)).await;
         let out = es(&["health", "--server", &c.node(removed).addr()]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        // Catching up through the memberships of its first life and its
+        // removal is not taken for a removal.
+        let log = String::from_utf8_lossy(&std::fs::read(&c.node(removed).log).unwrap()[earlier..])
+            .to_string();
+        assert!(!log.contains("removed from the cluster"), "{log}");
     })
     .await;
 }
@@ -347,6 +353,9 @@ async fn transfer_leader_and_add_learner_wait_and_refuse_with_reasons() {
             learner["matched"].as_u64().unwrap_or(0) >= held,
             "add-learner returned before the learner caught up (held {held}): {members}"
         );
+
+        let log = std::fs::read_to_string(&c.node(3).log).unwrap();
+        assert!(!log.contains("removed from the cluster"), "{log}");
 
         // A learner cannot lead.
         let out = es(&[

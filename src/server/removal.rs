@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::node::{Node, REMOVED_MESSAGE};
 use super::vote_guard::VoteGuard;
@@ -27,11 +28,19 @@ use crate::raft::types::LogId;
 /// How often the removal state is checked besides membership changes.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
+/// How long the membership this node holds must leave it out before the
+/// node takes itself for removed.
+const UNLISTED_FOR: Duration = Duration::from_secs(1);
+
 /// Runs until `stop` turns true.
 pub async fn watch_removal(node: Arc<Node>, guard: VoteGuard, mut stop: watch::Receiver<bool>) {
     let mut rx = node.raft.metrics();
     // The membership this node held when it learned of its removal.
     let mut removed_at: Option<Option<LogId>> = None;
+    // Whether a membership this node held listed it.
+    let mut was_listed = false;
+    // Since when the membership this node holds has not listed it.
+    let mut unlisted_since: Option<Instant> = None;
     loop {
         {
             let m = rx.borrow_watched().clone();
@@ -39,7 +48,21 @@ pub async fn watch_removal(node: Arc<Node>, guard: VoteGuard, mut stop: watch::R
             let membership = stored.membership();
             let listed = membership.get_node(&node.id).is_some();
             let has_members = membership.nodes().next().is_some();
-            if has_members && !listed {
+            was_listed |= listed;
+            // A node that is catching up applies older memberships that
+            // do not list it yet, while the leader is sending it the log:
+            // that is not a removal. A membership without this node counts
+            // once this node was listed in one, or when no leader is
+            // sending it anything (a removed node that restarted).
+            // And it must last: the next entries of a node catching up
+            // soon bring a membership that lists it.
+            let unlisted = has_members && !listed && (was_listed || !node.leader_in_touch());
+            unlisted_since = if unlisted {
+                unlisted_since.or(Some(Instant::now()))
+            } else {
+                None
+            };
+            if unlisted_since.is_some_and(|t| t.elapsed() >= UNLISTED_FOR) {
                 node.removal.set(format!(
                     "the membership at log index {} does not include node {}",
                     stored.log_id().map(|l| l.index).unwrap_or(0),
