@@ -398,6 +398,35 @@ async fn transfer_leader_and_add_learner_wait_and_refuse_with_reasons() {
         );
         let s = c.node(to).status().await.unwrap();
         assert_eq!(s.leader_id, Some(to), "{s:?}");
+
+        // A voter that is down (for longer than the lease): refused, and
+        // the leader stays.
+        let down = c
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|id| *id != to && *id != 3)
+            .unwrap();
+        c.node_mut(down).kill9();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let out = es(&[
+            "cluster",
+            "transfer-leader",
+            "--server",
+            &c.node(to).peer_addr(),
+            "--node-id",
+            &down.to_string(),
+            "--timeout",
+            "3s",
+        ]);
+        println!(
+            "transfer to a stopped voter: {:?} {}",
+            out.status.code(),
+            stderr(&out).trim()
+        );
+        assert_ne!(out.status.code(), Some(0));
+        assert!(stderr(&out).contains("is it running?"), "{}", stderr(&out));
+        assert_eq!(c.leader(Duration::from_secs(10)).await, to);
     })
     .await;
 }

@@ -579,6 +579,20 @@ impl Admin for PeerService {
                      first (`eventstore cluster promote --node-id {to}`)"
                 )));
             }
+            // Handing over gives up this leader's lease: a target that does
+            // not answer would leave the cluster to an election instead.
+            let answered = m
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&to).cloned().flatten())
+                .is_some_and(|t| openraft::Instant::elapsed(&*t) <= self.node.lease);
+            if !answered {
+                return Err(Status::unavailable(format!(
+                    "node {to} has not answered node {me} within the lease ({:?}): is it \
+                     running? Leadership stays with node {me}",
+                    self.node.lease
+                )));
+            }
         }
         self.node
             .raft
