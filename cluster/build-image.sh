@@ -78,7 +78,7 @@ LABEL org.opencontainers.image.title="eventstore" \\
       org.opencontainers.image.description="Replicated key/value store for short-lived event-pipeline state" \\
       org.opencontainers.image.version="${version:-unknown}" \\
       org.opencontainers.image.licenses="Apache-2.0"
-ENV RUST_LOG=info \\
+ENV RUST_LOG=info,openraft=warn \\
     EVENTSTORE_LISTEN=0.0.0.0:8080 \\
     EVENTSTORE_PEER_LISTEN=0.0.0.0:9090 \\
     EVENTSTORE_DATA_DIR=/var/lib/eventstore

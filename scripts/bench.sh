@@ -38,7 +38,7 @@ port=$(free_port); peer=$(free_port)
   --metrics-listen "127.0.0.1:$(free_port)" 2>"$work/single.log" &
 pids+=($!)
 wait_ready "127.0.0.1:$port"
-"$es" bench --server "127.0.0.1:$port" "$@"
+"$es" bench --server "127.0.0.1:$port" --setup "1 node" "$@"
 
 echo
 echo "== three nodes (client connected to a follower or the leader, as it happens)"
@@ -55,4 +55,4 @@ for i in 0 1 2; do
   pids+=($!)
 done
 for i in 0 1 2; do wait_ready "127.0.0.1:${ports[i]}"; done
-"$es" bench --server "127.0.0.1:${ports[0]}" "$@"
+"$es" bench --server "127.0.0.1:${ports[0]}" --setup "3 nodes" "$@"

@@ -93,26 +93,102 @@ impl Error {
     }
 }
 
-/// Turns `dns:///host:port`, `http://host:port` or `host:port` into an
-/// `http://` URI.
+/// The port of a node's client gRPC service when an address names none.
+pub const DEFAULT_CLIENT_PORT: u16 = 8080;
+
+/// Turns `dns:///host:port`, `http://host:port`, `host:port` or a host
+/// alone (port 8080, the client port) into an `http://` URI.
 pub fn server_uri(server: &str) -> Result<String, Error> {
+    server_uri_with_port(server, DEFAULT_CLIENT_PORT)
+}
+
+/// Like [`server_uri`], with `default_port` for an address without a port.
+/// Any scheme other than `http://`, `https://` and `dns:` is refused.
+pub fn server_uri_with_port(server: &str, default_port: u16) -> Result<String, Error> {
     let s = server.trim();
-    let rest = if let Some(r) = s.strip_prefix("dns:///") {
-        r
+    let bad = |why: &str| {
+        Error::BadAddress(format!(
+            "{server:?}: {why}; expected HOST, HOST:PORT, http://HOST:PORT or dns:///HOST:PORT"
+        ))
+    };
+    let (scheme, rest) = if let Some(r) = s.strip_prefix("dns:///") {
+        ("http://", r)
     } else if let Some(r) = s.strip_prefix("dns://") {
         // dns://authority/host:port: the authority names a DNS server; use the host part.
-        r.split_once('/').map(|(_, h)| h).unwrap_or(r)
-    } else if s.starts_with("http://") || s.starts_with("https://") {
-        return Ok(s.to_string());
+        ("http://", r.split_once('/').map(|(_, h)| h).unwrap_or(r))
+    } else if let Some(r) = s.strip_prefix("http://") {
+        ("http://", r)
+    } else if let Some(r) = s.strip_prefix("https://") {
+        ("https://", r)
+    } else if let Some((scheme, _)) = s.split_once("://") {
+        return Err(bad(&format!("unknown scheme {scheme:?}")));
     } else {
-        s
+        ("http://", s)
     };
-    if rest.is_empty() || !rest.contains(':') {
-        return Err(Error::BadAddress(format!(
-            "{server:?}: expected host:port, http://host:port or dns:///host:port"
-        )));
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
+        return Err(bad("no host"));
     }
-    Ok(format!("http://{rest}"))
+    // HOST:PORT, [V6]:PORT, [V6] or HOST.
+    let has_port = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+            if port.parse::<u16>().is_err() {
+                return Err(bad(&format!("bad port {port:?}")));
+            }
+            true
+        }
+        Some(_) if !rest.starts_with('[') => return Err(bad("put an IPv6 address in brackets")),
+        _ => false,
+    };
+    if has_port {
+        Ok(format!("{scheme}{rest}"))
+    } else {
+        Ok(format!("{scheme}{rest}:{default_port}"))
+    }
+}
+
+/// The `HOST:PORT` a URI made by [`server_uri`] connects to.
+pub fn authority(uri: &str) -> &str {
+    uri.split_once("://").map(|(_, a)| a).unwrap_or(uri)
+}
+
+/// Words for a failed call to `server` (`HOST:PORT`): "connection
+/// refused to HOST:PORT" when nothing listens there, otherwise the status's
+/// message followed by the errors that caused it.
+pub fn describe_status(s: &tonic::Status, server: &str) -> String {
+    if refused(s) {
+        return format!("connection refused to {server}");
+    }
+    let mut text = s.message().to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    if text.is_empty() {
+        text = format!("{:?} with no message", s.code());
+    }
+    text
+}
+
+/// Whether an error, or any error that caused it, is a refused connection.
+pub fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A connection to an EventStore cluster (any node will do). Clones share
@@ -122,6 +198,8 @@ pub struct Client {
     inner: EventStoreClient<Channel>,
     timeout: Duration,
     session: Arc<Session>,
+    /// `HOST:PORT`, for messages.
+    server: Arc<str>,
 }
 
 /// Where this client's request ids come from.
@@ -164,6 +242,7 @@ impl Client {
             inner,
             timeout,
             session: Arc::new(Session::new(random_client_id())),
+            server: authority(&uri).into(),
         })
     }
 
@@ -226,13 +305,19 @@ impl Client {
     {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(25);
+        // The last UNAVAILABLE answer, reported if the timeout passes.
+        let mut last: Option<String> = None;
+        let gave_up = |last: &Option<String>| match last {
+            Some(why) => Error::Unavailable(format!(
+                "{why} (retried until the timeout, {:?})",
+                self.timeout
+            )),
+            None => Error::Timeout(format!("no answer within {:?}", self.timeout)),
+        };
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Error::Timeout(format!(
-                    "no answer within {:?}",
-                    self.timeout
-                )));
+                return Err(gave_up(&last));
             }
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(remaining);
@@ -244,20 +329,26 @@ impl Client {
             }
             let res = tokio::time::timeout(remaining, f(self.inner.clone(), r)).await;
             match res {
-                Err(_) => {
-                    return Err(Error::Timeout(format!(
-                        "no answer within {:?}",
-                        self.timeout
-                    )))
-                }
+                Err(_) => return Err(gave_up(&last)),
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(s)) if s.code() == Code::Unavailable => {
+                    last = Some(describe_status(&s, &self.server));
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left <= backoff {
-                        return Err(Error::from_status(s));
+                        return Err(gave_up(&last));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Ok(Err(s)) if s.code() == Code::Unimplemented => {
+                    return Err(Error::Server {
+                        code: s.code(),
+                        message: format!(
+                            "{} does not serve protob.EventStore: is it a node's peer port? \
+                             Clients use the client port (--listen, default {DEFAULT_CLIENT_PORT})",
+                            self.server
+                        ),
+                    })
                 }
                 Ok(Err(s)) => return Err(Error::from_status(s)),
             }
@@ -363,7 +454,13 @@ mod tests {
             server_uri("dns://8.8.8.8/es:8080").unwrap(),
             "http://es:8080"
         );
-        assert!(server_uri("es").is_err());
+        assert_eq!(server_uri("es").unwrap(), "http://es:8080");
+        assert_eq!(server_uri("dns:///es").unwrap(), "http://es:8080");
+        assert_eq!(server_uri_with_port("es", 9090).unwrap(), "http://es:9090");
+        assert_eq!(server_uri("[::1]").unwrap(), "http://[::1]:8080");
+        assert_eq!(server_uri("[::1]:81").unwrap(), "http://[::1]:81");
+        assert!(server_uri("ftp://es:8080").is_err());
+        assert!(server_uri("es:http").is_err());
         assert!(server_uri("").is_err());
     }
 }

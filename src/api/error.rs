@@ -41,6 +41,10 @@ pub enum ApiError {
     /// A storage or internal failure (INTERNAL).
     #[error("{0}")]
     Internal(String),
+    /// This node cannot serve at all, whatever the request: it was removed
+    /// from the cluster (FAILED_PRECONDITION). Nothing was applied.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A relayed request reached a node that is not the leader, which
     /// refused it before proposing anything (UNAVAILABLE, with
     /// [`NOT_LEADER_KEY`]). Only peers see it: they try the leader again.
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::NotLeader(_) => Code::Unavailable,
             ApiError::Timeout(_) => Code::DeadlineExceeded,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
         }
     }
 
@@ -73,6 +78,7 @@ impl ApiError {
             Code::ResourceExhausted => ApiError::TooLarge(msg),
             Code::Unavailable => ApiError::Unavailable(msg),
             Code::DeadlineExceeded | Code::Cancelled => ApiError::Timeout(msg),
+            Code::FailedPrecondition => ApiError::FailedPrecondition(msg),
             _ => ApiError::Internal(msg),
         }
     }

@@ -1,17 +1,27 @@
 //! `eventstore cluster ...`: membership administration and status, over the
 //! `Admin` service on a node's peer port.
+//!
+//! `add-learner` returns once the learner holds every entry the leader
+//! held when it was added, and `transfer-leader` once the target leads;
+//! both within `--timeout`, and both print the state after. A refusal
+//! (not the leader, not a member, not a voter, already the leader) is
+//! printed with its reason and exits non-zero.
+
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use tonic::transport::Channel;
 
-use crate::client::server_uri;
+use super::client::parse_duration;
+use super::connect::{connect, Connected, Failure, Port};
 use crate::proto::peer::admin_client::AdminClient;
 use crate::proto::peer::{AddLearnerRequest, Member, NodeRequest, StatusRequest, StatusResponse};
+use crate::server::peer::ID_REUSE_RULE;
 
 /// Where to send an admin command.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// A node's peer address, `HOST:PORT` (default port 9090).
+    /// A node's peer address: `HOST:PORT`, or `HOST` alone for port 9090.
     #[arg(
         long,
         env = "EVENTSTORE_ADMIN_SERVER",
@@ -21,6 +31,10 @@ pub struct Target {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Give up after this long: `60s`, `500ms`, `2m`... (add-learner and
+    /// transfer-leader wait up to this long for what they promise).
+    #[arg(long, env = "EVENTSTORE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// The `cluster` subcommands.
@@ -28,12 +42,17 @@ pub struct Target {
 pub enum ClusterCommand {
     /// Show members, leader, term, log indexes, lag and the state digest.
     Status(Target),
-    /// Add a node as a learner (it receives the log but does not vote); waits until it caught up.
+    /// Add a node as a learner (it receives the log but does not vote);
+    /// returns once it holds every entry the leader held when it was added
+    /// (within --timeout), and prints the members after.
+    #[command(after_help = ID_REUSE_RULE)]
     AddLearner {
         /// Where to send the command.
         #[command(flatten)]
         target: Target,
-        /// The new node's id (never reuse the id of a removed node).
+        /// The new node's id: a new id, or the id of a member removed with
+        /// `cluster remove` (the node must then start with an empty data
+        /// directory).
         #[arg(long)]
         node_id: u64,
         /// The new node's peer address, HOST:PORT.
@@ -58,7 +77,8 @@ pub enum ClusterCommand {
         #[arg(long)]
         node_id: u64,
     },
-    /// Hand leadership to another voter.
+    /// Hand leadership to another voter; returns once it leads (within
+    /// --timeout) and prints the state after.
     TransferLeader {
         /// Where to send the command.
         #[command(flatten)]
@@ -69,14 +89,15 @@ pub enum ClusterCommand {
     },
 }
 
-async fn connect(server: &str) -> Result<AdminClient<Channel>, String> {
-    let uri = server_uri(server).map_err(|e| e.to_string())?;
-    let ch = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to {server}: {e}"))?;
-    Ok(AdminClient::new(ch))
+async fn admin(t: &Target) -> Result<(AdminClient<Channel>, Connected), Failure> {
+    let c = connect(&t.server, Port::Peer, t.timeout.min(Duration::from_secs(5))).await?;
+    Ok((AdminClient::new(c.channel.clone()), c))
+}
+
+fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
 }
 
 fn member_json(m: &Member) -> serde_json::Value {
@@ -99,6 +120,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
         "digest": s.digest,
         "keys": s.keys,
+        "health": s.health,
     })
 }
 
@@ -124,7 +146,15 @@ fn print_members(members: &[Member]) {
 }
 
 fn print_status(s: &StatusResponse) {
-    println!("node:      {} ({})", s.node_id, s.state);
+    if s.state == "Removed" {
+        println!(
+            "node:      {} (Removed: this node was removed from the cluster; stop it)",
+            s.node_id
+        );
+    } else {
+        println!("node:      {} ({})", s.node_id, s.state);
+    }
+    println!("health:    {}", s.health);
     println!("leader:    {}", opt(s.leader_id));
     println!("term:      {}", s.term);
     println!(
@@ -145,21 +175,22 @@ pub async fn run(cmd: ClusterCommand) -> i32 {
     let result = async {
         match cmd {
             ClusterCommand::Status(t) => {
-                let s = connect(&t.server)
-                    .await?
-                    .status(StatusRequest {})
-                    .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
+                let (mut a, c) = admin(&t).await?;
+                let s = match a.status(request(StatusRequest {}, t.timeout)).await {
+                    Ok(s) => s.into_inner(),
+                    Err(e) => return Err(c.explain(&e, "the admin service").await),
+                };
                 show_status(&s, t.json);
             }
             ClusterCommand::TransferLeader { target, node_id } => {
-                let s = connect(&target.server)
-                    .await?
-                    .transfer_leader(NodeRequest { node_id })
+                let (mut a, c) = admin(&target).await?;
+                let s = match a
+                    .transfer_leader(request(NodeRequest { node_id }, target.timeout))
                     .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
+                {
+                    Ok(s) => s.into_inner(),
+                    Err(e) => return Err(c.explain(&e, "the admin service").await),
+                };
                 show_status(&s, target.json);
             }
             ClusterCommand::AddLearner {
@@ -167,41 +198,47 @@ pub async fn run(cmd: ClusterCommand) -> i32 {
                 node_id,
                 addr,
             } => {
-                let r = connect(&target.server)
-                    .await?
-                    .add_learner(AddLearnerRequest { node_id, addr })
+                let (mut a, c) = admin(&target).await?;
+                let r = match a
+                    .add_learner(request(AddLearnerRequest { node_id, addr }, target.timeout))
                     .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
+                {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => return Err(c.explain(&e, "the admin service").await),
+                };
                 show_members(&r.members, target.json);
             }
             ClusterCommand::Promote { target, node_id } => {
-                let r = connect(&target.server)
-                    .await?
-                    .promote(NodeRequest { node_id })
+                let (mut a, c) = admin(&target).await?;
+                let r = match a
+                    .promote(request(NodeRequest { node_id }, target.timeout))
                     .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
+                {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => return Err(c.explain(&e, "the admin service").await),
+                };
                 show_members(&r.members, target.json);
             }
             ClusterCommand::Remove { target, node_id } => {
-                let r = connect(&target.server)
-                    .await?
-                    .remove(NodeRequest { node_id })
+                let (mut a, c) = admin(&target).await?;
+                let r = match a
+                    .remove(request(NodeRequest { node_id }, target.timeout))
                     .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
+                {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => return Err(c.explain(&e, "the admin service").await),
+                };
                 show_members(&r.members, target.json);
             }
         }
-        Ok::<(), String>(())
+        Ok::<(), Failure>(())
     }
     .await;
     match result {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
         }
     }
 }

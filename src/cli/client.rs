@@ -1,15 +1,18 @@
 //! `eventstore client` (flags of the original example client, so existing
 //! scripts keep working) and `eventstore health`.
 //!
-//! Exit codes: 0 success; 1 other failure; 2 bad usage; 3 NOT_FOUND;
-//! 4 invalid argument or value too large; 5 unavailable or timed out.
+//! Exit codes: 0 success; 1 other failure; 2 bad usage (a bad server
+//! address, a scope with names it does not take); 3 NOT_FOUND; 4
+//! INVALID_ARGUMENT, RESOURCE_EXHAUSTED or OUT_OF_RANGE; 5 UNAVAILABLE or
+//! timed out (after retrying UNAVAILABLE until `--timeout`).
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::client::{server_uri, Client, Error};
+use super::connect::{connect, Port};
+use crate::client::{Client, Error};
 use crate::store::Scope;
 
 /// Exit code for success.
@@ -51,7 +54,8 @@ pub enum ScopeArg {
 /// Flags of `eventstore client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server: `host:port`, `http://host:port` or `dns:///host:port`.
+    /// Server: `host:port`, `http://host:port`, `dns:///host:port`, or a
+    /// host alone for port 8080.
     #[arg(long, env = "EVENTSTORE_SERVER", default_value = "localhost:8080")]
     pub server: String,
     /// save, load or delete.
@@ -79,18 +83,21 @@ pub struct ClientArgs {
     #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub ttl: i32,
     /// Give up after this long: `5s`, `500ms`, `1m` or plain seconds.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// UNAVAILABLE answers (no leader, no quorum) are retried until then,
+    /// and the last one is printed.
+    #[arg(long, env = "EVENTSTORE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
 /// Flags of `eventstore health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// Server: `host:port`, `http://host:port` or `dns:///host:port`.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// A node's client port: `host:port`, `http://host:port`,
+    /// `dns:///host:port`, or a host alone for port 8080.
+    #[arg(long, env = "EVENTSTORE_SERVER", default_value = "127.0.0.1:8080")]
     pub server: String,
     /// Give up after this long.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = "EVENTSTORE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -127,8 +134,29 @@ fn exit_code(e: &Error) -> i32 {
     }
 }
 
+/// Refuses names that the scope does not take, as the server would.
+fn check_scope_names(args: &ClientArgs) -> Result<(), String> {
+    match args.scope {
+        ScopeArg::Global if !args.bridge.is_empty() || !args.instance.is_empty() => Err(
+            "--scope Global takes no --bridge or --instance (the server refuses a Global \
+             location with names)"
+                .into(),
+        ),
+        ScopeArg::Bridge if !args.instance.is_empty() => Err(
+            "--scope Bridge takes no --instance (the server refuses a Bridge location with an \
+             instance); use --scope Instance"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `eventstore client`; returns the exit code.
 pub async fn run(args: ClientArgs) -> i32 {
+    if let Err(msg) = check_scope_names(&args) {
+        eprintln!("error: {msg}");
+        return EXIT_USAGE;
+    }
     let client = match Client::connect(&args.server, args.timeout) {
         Ok(c) => c,
         Err(e) => {
@@ -202,26 +230,16 @@ fn read_value(args: &ClientArgs) -> Result<Vec<u8>, String> {
 pub async fn health(args: HealthArgs) -> i32 {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let uri = match server_uri(&args.server) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(uri)
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let resp = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map_err(|s| s.message().to_string())?;
-        Ok::<_, String>(resp.into_inner().status)
+        let c = connect(&args.server, Port::Client, args.timeout).await?;
+        let mut req = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        req.set_timeout(args.timeout);
+        match HealthClient::new(c.channel.clone()).check(req).await {
+            Ok(r) => Ok(r.into_inner().status),
+            Err(s) => Err(c.explain(&s, "gRPC health").await),
+        }
     };
     match tokio::time::timeout(args.timeout, check).await {
         Ok(Ok(status))
@@ -234,9 +252,14 @@ pub async fn health(args: HealthArgs) -> i32 {
             println!("NOT_SERVING");
             EXIT_FAILURE
         }
-        Ok(Err(e)) => {
-            eprintln!("error: {e}");
-            EXIT_FAILURE
+        Ok(Err(f)) => {
+            eprintln!("error: {}", f.message);
+            // A bad address is bad usage; anything else is "not serving".
+            if f.code == EXIT_USAGE {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            }
         }
         Err(_) => {
             eprintln!("error: no answer within {:?}", args.timeout);

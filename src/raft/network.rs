@@ -6,6 +6,12 @@
 //! names resolved by DNS on every (re)connect, so a pod that restarts with a
 //! new IP is found again. Every message names its target node id; the
 //! receiver rejects messages meant for another node.
+//!
+//! Two refusals of a peer are understood here, by a metadata key on the
+//! status rather than by its words: a peer whose data directory was lost
+//! ([`LOST_DATA_KEY`]) is backed off from and reported at a low rate, and a
+//! leader that answers a vote request with [`REMOVED_KEY`] tells this node
+//! that it is no longer a member ([`Removal`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,6 +65,73 @@ const SNAPSHOT_LOAD_BYTES_PER_SEC: u64 = 4 << 20;
 
 /// How often a transfer in progress is logged.
 const SNAPSHOT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Metadata key on a peer's refusal of a Raft message because its data
+/// directory is not the one the cluster has on record (it lost its data).
+pub const LOST_DATA_KEY: &str = "eventstore-lost-data";
+
+/// Metadata key with the refusing peer's own incarnation (hex), next to
+/// [`LOST_DATA_KEY`].
+pub const INCARNATION_KEY: &str = "eventstore-incarnation";
+
+/// Metadata key on a leader's refusal of a vote or pre-vote request from a
+/// node that is not a member of the cluster (it was removed).
+pub const REMOVED_KEY: &str = "eventstore-removed";
+
+/// How often the same refusal of a peer that lost its data is logged again,
+/// after the first time.
+const LOST_DATA_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether the cluster told this node that it is no longer a member, and why.
+#[derive(Clone, Default)]
+pub struct Removal {
+    inner: Arc<Mutex<Option<String>>>,
+}
+
+impl Removal {
+    /// Why this node was told it was removed, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records that this node was removed; returns true the first time.
+    pub fn set(&self, why: String) -> bool {
+        let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let first = r.is_none();
+        if first {
+            *r = Some(why);
+        }
+        first
+    }
+
+    /// Forgets the removal (the node was added back).
+    pub fn clear(&self) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// When each refusal of a peer that lost its data (by node and the
+/// incarnation it reported) was last logged, so it is logged once and then
+/// at most every [`LOST_DATA_REPORT_EVERY`].
+#[derive(Clone, Default)]
+struct LostDataReports {
+    inner: Arc<Mutex<HashMap<(NodeId, String), std::time::Instant>>>,
+}
+
+impl LostDataReports {
+    /// Whether to log the refusal by `node` with `incarnation` now.
+    fn due(&self, node: NodeId, incarnation: &str) -> bool {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (node, incarnation.to_string());
+        match map.get(&key) {
+            Some(at) if at.elapsed() < LOST_DATA_REPORT_EVERY => false,
+            _ => {
+                map.insert(key, std::time::Instant::now());
+                true
+            }
+        }
+    }
+}
 
 /// A pool of gRPC channels to peers, keyed by address. Shared by the Raft
 /// network and by request forwarding.
@@ -126,6 +199,8 @@ pub struct Network {
     keyspace: Keyspace,
     observed: Observed,
     transfer: SnapshotTransfer,
+    removal: Removal,
+    lost_data: LostDataReports,
 }
 
 impl Network {
@@ -138,7 +213,16 @@ impl Network {
             keyspace,
             observed,
             transfer: SnapshotTransfer::default(),
+            removal: Removal::default(),
+            lost_data: LostDataReports::default(),
         }
+    }
+
+    /// Records in `removal` a leader's answer that this node is no longer
+    /// a member.
+    pub fn with_removal(mut self, removal: Removal) -> Self {
+        self.removal = removal;
+        self
     }
 
     /// Sends snapshots as `transfer` says.
@@ -159,6 +243,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             keyspace: self.keyspace.clone(),
             observed: self.observed.clone(),
             transfer: self.transfer,
+            removal: self.removal.clone(),
+            lost_data: self.lost_data.clone(),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -171,6 +258,10 @@ pub struct PeerClient {
     keyspace: Keyspace,
     observed: Observed,
     transfer: SnapshotTransfer,
+    removal: Removal,
+    lost_data: LostDataReports,
+    /// The peer refused messages because it lost its data: back off long.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl PeerClient {
@@ -216,8 +307,51 @@ impl PeerClient {
         let req = self.request(msg, option.soft_ttl())?;
         let resp = rpc(self.client()?, req)
             .await
-            .map_err(status_to_rpc_error)?;
+            .map_err(|s| self.refusal(s))?;
+        self.refused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.decode_reply(resp)
+    }
+
+    /// Maps a failed RPC to openraft's error, acting on the two refusals
+    /// this node must understand: the peer lost its data (logged here at a
+    /// low rate; openraft backs off), or the leader says this node is no
+    /// longer a member.
+    fn refusal(&self, s: tonic::Status) -> RPCError<TypeConfig> {
+        if s.metadata().contains_key(REMOVED_KEY) {
+            if self.removal.set(s.message().to_string()) {
+                tracing::debug!(from = self.target, "told that this node was removed");
+            }
+            let e = io::Error::other(format!("node {} refused: {}", self.target, s.message()));
+            return RPCError::Unreachable(Unreachable::new(&e));
+        }
+        if s.metadata().contains_key(LOST_DATA_KEY) {
+            self.refused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let incarnation = s
+                .metadata()
+                .get(INCARNATION_KEY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_string();
+            if self.lost_data.due(self.target, &incarnation) {
+                tracing::warn!(
+                    node = self.target,
+                    incarnation = %incarnation,
+                    "node {} refuses the log: {} (logged once per node and incarnation, then at \
+                     most every {}s)",
+                    self.target,
+                    s.message(),
+                    LOST_DATA_REPORT_EVERY.as_secs()
+                );
+            }
+            let e = io::Error::other(format!(
+                "node {} lost its data; replace it (README: Replacing a node)",
+                self.target
+            ));
+            return RPCError::Unreachable(Unreachable::new(&e));
+        }
+        status_to_rpc_error(s)
     }
 
     /// The incarnation the cluster has on record for the target (0: none).
@@ -252,6 +386,19 @@ fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = std::fs::File;
+
+    /// After a peer refused messages because it lost its data, wait longer
+    /// and longer (1 s doubling to 30 s) before trying it again: it will
+    /// not accept the log until it is replaced.
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        if !self.refused.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let delays = std::iter::successors(Some(Duration::from_secs(1)), |d| {
+            Some((*d * 2).min(Duration::from_secs(30)))
+        });
+        Some(openraft::network::Backoff::new(delays))
+    }
 
     async fn append_entries(
         &mut self,

@@ -83,9 +83,9 @@ pub async fn run(
                 tracing::warn!(
                     "this node's data directory is empty, but peer {id} ({addr}) holds a Raft \
                      log up to index {last}: a cluster exists and this node lost its data (or \
-                     replaces a lost node). It will not initialize another cluster; it waits to \
-                     be added. Replace it as described in the README (Replacing a node): remove \
-                     its old member, then add-learner and promote it"
+                     replaces a lost node, or joins). It will not initialize another cluster; \
+                     it waits to be added. {} (README: Replacing a node).",
+                    super::peer::ID_REUSE_RULE
                 );
                 return;
             }

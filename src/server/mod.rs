@@ -9,6 +9,7 @@
 //! - [`expiry`]: the purger that turns expired values into log entries;
 //! - [`registrar`]: records each member's data-directory incarnation;
 //! - [`vote_guard`]: keeps a node that just started out of elections;
+//! - [`removal`]: a node that was removed learns it and stops serving;
 //! - [`bootstrap`]: forms the cluster on its very first start.
 
 pub mod bootstrap;
@@ -18,6 +19,7 @@ pub mod metrics_http;
 pub mod node;
 pub mod peer;
 pub mod registrar;
+pub mod removal;
 pub mod vote_guard;
 
 use std::collections::BTreeMap;
@@ -43,7 +45,7 @@ use crate::proto::peer::forward_server::ForwardServer;
 use crate::proto::peer::raft_peer_server::RaftPeerServer;
 use crate::proto::protob::event_store_server::EventStoreServer;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Channels, Network, Observed, SnapshotTransfer};
+use crate::raft::network::{Channels, Network, Observed, Removal, SnapshotTransfer};
 use crate::raft::types::{NodeId, Raft};
 use crate::store::{Keyspace, StateMachine};
 use node::Node;
@@ -118,6 +120,22 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
             cfg.peers.keys().collect::<Vec<_>>()
         );
     };
+    // Check everything that can be checked, and bind the ports, before
+    // creating anything: a refused start leaves the data directory as it
+    // was, and a busy port fails fast.
+    let raft_config = Arc::new(raft_config(&cfg.raft)?);
+    let client_listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the client port {}", cfg.listen))?;
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
+        .await
+        .with_context(|| format!("binding the peer port {}", cfg.peer_listen))?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the metrics port {addr} (--metrics-listen; `off` disables it)")
+        })?),
+        None => None,
+    };
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let db = crate::store::db::open(&cfg.data_dir.join("db")).map_err(|e| {
@@ -160,31 +178,18 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         .identity(cfg.node_id)
         .context("reading this data directory's identity")?;
 
-    // Bind both ports before starting anything, so a busy port fails fast.
-    let client_listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding the client port {}", cfg.listen))?;
-    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
-        .await
-        .with_context(|| format!("binding the peer port {}", cfg.peer_listen))?;
-    let metrics_listener = match cfg.metrics_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("binding the metrics port {addr} (--metrics-listen; `off` disables it)")
-        })?),
-        None => None,
-    };
-
     let channels = Channels::default();
     let observed = Observed::default();
+    let removal = Removal::default();
     let raft = Raft::new(
         cfg.node_id,
-        Arc::new(raft_config(&cfg.raft)?),
-        Network::new(channels.clone(), keyspace.clone(), observed.clone()).with_snapshot_transfer(
-            SnapshotTransfer {
+        raft_config,
+        Network::new(channels.clone(), keyspace.clone(), observed.clone())
+            .with_snapshot_transfer(SnapshotTransfer {
                 stall_timeout: cfg.raft.snapshot_stall_timeout,
                 rate: cfg.raft.snapshot_send_rate,
-            },
-        ),
+            })
+            .with_removal(removal.clone()),
         log_store,
         state_machine,
     )
@@ -205,6 +210,9 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         read_lease: cfg.raft.election_timeout_max * 4 / 5,
         timeline,
         expiry_tick: tokio::sync::Mutex::new(()),
+        lease: cfg.raft.election_timeout_max,
+        leader_contact: std::sync::Mutex::new(None),
+        removal,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -212,8 +220,19 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
+    // Reflection on each port lists what that port serves, and nothing else.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("protob.EventStore")
+        .with_service_name("grpc.health.v1.Health")
+        .build_v1()
+        .context("building the reflection service")?;
+    let peer_reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .with_service_name("eventstore.peer.RaftPeer")
+        .with_service_name("eventstore.peer.Forward")
+        .with_service_name("eventstore.peer.Admin")
         .build_v1()
         .context("building the reflection service")?;
 
@@ -253,6 +272,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     .max_encoding_message_size(max_msg),
             )
             .add_service(AdminServer::new(peer))
+            .add_service(peer_reflection)
             .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -278,13 +298,19 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         raft.clone(),
         cfg.node_id,
         vote_guard,
+        node.removal.clone(),
+        stop_rx.clone(),
+    ));
+    let removal_task = tokio::spawn(removal::watch_removal(
+        node.clone(),
+        vote_guard,
         stop_rx.clone(),
     ));
     let purger = tokio::spawn(expiry::run_purger(node.clone(), stop_rx.clone()));
     let registrar = tokio::spawn(registrar::run_registrar(node.clone(), stop_rx.clone()));
     let (ready_tx, ready_rx) = watch::channel(false);
     let health_task = tokio::spawn(report_health(
-        raft.clone(),
+        node.clone(),
         health,
         ready_tx,
         stop_rx.clone(),
@@ -339,6 +365,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    let _ = removal_task.await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "Raft did not shut down cleanly");
     }
@@ -409,43 +436,42 @@ async fn hand_over_leadership(node: &Node) {
     let _ = tokio::time::timeout(Duration::from_secs(3), handed_over).await;
 }
 
-/// Keeps the gRPC health status (and `/readyz`, through `ready`) current:
-/// SERVING once this node knows the leader and its address, and has
-/// applied everything it knows to be committed.
+/// How often health is re-evaluated (a lease lapses without any change
+/// being reported, so a timer, not Raft's changes, drives it).
+const HEALTH_EVERY: Duration = Duration::from_millis(50);
+
+/// Keeps the gRPC health status (and `/readyz`, through `ready`) current: SERVING while this node can serve
+/// requests: it knows the leader and its address, has applied everything
+/// it knows to be committed, is a member, and is in touch with a quorum.
+/// As leader that means a quorum acknowledged it within its read lease; as
+/// follower or learner, the leader reached it within the lease.
 async fn report_health(
-    raft: Raft,
+    node: Arc<Node>,
     health: tonic_health::server::HealthReporter,
     ready: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut rx = raft.metrics();
-    let mut last = None;
+    let rx = node.raft.metrics();
+    let mut last: Option<ServingStatus> = None;
     loop {
-        let status = {
-            let m = rx.borrow_watched();
-            // Caught up: has applied everything it knows to be committed,
-            // and knows the leader's address (so it can relay requests).
-            let caught_up = match (&m.local_committed, &m.last_applied) {
-                (Some(c), Some(a)) => a.index >= c.index,
-                _ => false,
-            };
-            let leader_known = m
-                .current_leader
-                .is_some_and(|l| m.membership_config.membership().get_node(&l).is_some());
-            if leader_known && caught_up && m.running_state.is_ok() {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            }
+        let verdict = node.serving(&rx.borrow_watched());
+        let status = match &verdict {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
         };
         if last != Some(status) {
+            match &verdict {
+                Ok(()) => tracing::info!("health: SERVING"),
+                Err(why) if last.is_some() => tracing::info!("health: NOT_SERVING: {why}"),
+                Err(_) => {}
+            }
             health.set_service_status("", status).await;
             health.set_service_status("protob.EventStore", status).await;
             ready.send_replace(status == ServingStatus::Serving);
             last = Some(status);
         }
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
             _ = stop.changed() => return,
         }
     }

@@ -43,7 +43,7 @@ use crate::api::request_id::REQUEST_ID_HEADER;
 use crate::config::{DefaultTtls, ExpirySettings, Limits};
 use crate::proto::peer::forward_client::ForwardClient;
 use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
-use crate::raft::network::{Channels, Observed};
+use crate::raft::network::{Channels, Observed, Removal};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 use crate::store::{Applied, Command, Keyspace, Stamp};
 
@@ -80,7 +80,17 @@ pub struct Node {
     pub timeline: std::sync::Arc<Timeline>,
     /// Serialises the purges that reads propose to make an expiry binding.
     pub expiry_tick: tokio::sync::Mutex<()>,
+    /// The leader lease (the maximum election timeout): a follower that
+    /// heard nothing from its leader for this long has lost it.
+    pub lease: Duration,
+    /// When this node last accepted a message of the leader it follows.
+    pub leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set once this node learns that it was removed from the cluster.
+    pub removal: Removal,
 }
+
+/// The message of every refusal by a node that was removed.
+pub const REMOVED_MESSAGE: &str = "this node was removed from the cluster; stop it";
 
 /// Milliseconds since the Unix epoch by this machine's clock.
 pub fn now_ms() -> u64 {
@@ -91,6 +101,68 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
+    /// Notes that the leader this node follows just reached it.
+    pub fn heard_from_leader(&self) {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// Whether the leader this node follows reached it within the lease.
+    pub fn leader_in_touch(&self) -> bool {
+        self.leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() <= self.lease)
+    }
+
+    /// Whether this node, as leader, can count on a quorum: it is the only
+    /// voter, or a quorum acknowledged it within the read lease.
+    pub fn quorum_in_touch(&self, m: &openraft::RaftMetrics<TypeConfig>) -> bool {
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters == [self.id] {
+            return true;
+        }
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|t| openraft::Instant::elapsed(&**t) <= self.read_lease)
+    }
+
+    /// Whether this node can serve requests now, and if not, why.
+    pub fn serving(&self, m: &openraft::RaftMetrics<TypeConfig>) -> Result<(), String> {
+        if m.running_state.is_err() {
+            return Err("the Raft core stopped".into());
+        }
+        if let Some(why) = self.removal.reason() {
+            return Err(format!("removed from the cluster: {why}"));
+        }
+        let Some(leader) = m.current_leader else {
+            return Err("no leader known".into());
+        };
+        if m.membership_config.membership().get_node(&leader).is_none() {
+            return Err(format!("the address of leader {leader} is not known"));
+        }
+        // Caught up: has applied everything it knows to be committed.
+        let caught_up = match (&m.local_committed, &m.last_applied) {
+            (Some(c), Some(a)) => a.index >= c.index,
+            _ => false,
+        };
+        if !caught_up {
+            return Err("has not applied everything committed yet".into());
+        }
+        if leader == self.id {
+            if !self.quorum_in_touch(m) {
+                return Err(
+                    "leader without a quorum: no quorum acknowledged it within its lease".into(),
+                );
+            }
+        } else if !self.leader_in_touch() {
+            return Err(format!("no message from leader {leader} within the lease"));
+        }
+        Ok(())
+    }
+
     /// A stamp for an entry this node proposes now.
     pub fn stamp(&self) -> Stamp {
         self.timeline.stamp(now_ms(), std::time::Instant::now())
@@ -106,6 +178,12 @@ impl Node {
         deadline: Instant,
         relayed: bool,
     ) -> Result<Reply, ApiError> {
+        if let Some(why) = self.removal.reason() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{REMOVED_MESSAGE} (node {}: {why})",
+                self.id
+            )));
+        }
         let op = match &req {
             Request::Save(r) => Op::parse_save(r, &self.limits, &self.default_ttls)?,
             Request::Load(r) => Op::parse_load(r, &self.limits)?,

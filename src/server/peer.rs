@@ -7,22 +7,30 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::raft::{AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::ChangeMembers;
 use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::node::Node;
 use super::vote_guard::VoteGuard;
+use crate::api::deadline::deadline_of;
 use crate::proto::peer::admin_server::Admin;
 use crate::proto::peer::raft_peer_server::RaftPeer;
 use crate::proto::peer::{
     AddLearnerRequest, LogStateResponse, Member, MembershipResponse, NodeRequest, RaftPayload,
     SnapshotChunk, StatusRequest, StatusResponse,
 };
-use crate::raft::network::decode_snapshot_header;
+use crate::raft::network::{decode_snapshot_header, INCARNATION_KEY, LOST_DATA_KEY, REMOVED_KEY};
 use crate::raft::types::{Node as RaftNode, TypeConfig};
 use crate::store::snapshot::{bincode_decode, bincode_encode, incoming_path};
+
+/// The rule for reusing a node id, as the refusal log, `cluster
+/// add-learner --help` and the README state it.
+pub const ID_REUSE_RULE: &str = "Reusing a node id: remove the old member with `eventstore \
+     cluster remove`, then add the node back with an empty data directory, under the same id or \
+     a new one (`cluster add-learner`, then `cluster promote`)";
 
 /// Serves all three peer services for one node.
 #[derive(Clone)]
@@ -60,10 +68,12 @@ impl PeerService {
             Output = Result<VoteResponse<TypeConfig>, openraft::error::RaftError<TypeConfig>>,
         >,
     {
-        if !self.vote_guard.refusing() {
-            return self.answer(req, handler).await;
-        }
         let rpc: VoteRequest<TypeConfig> = self.decode(req.get_ref())?;
+        self.refuse_non_member(rpc.vote.leader_id.node_id)?;
+        if !self.vote_guard.refusing() {
+            let resp = handler(self.node.raft.clone(), rpc).await.map_err(fatal)?;
+            return self.reply(&resp);
+        }
         tracing::info!(
             candidate = %rpc.vote,
             remaining = ?self.vote_guard.remaining(),
@@ -92,9 +102,7 @@ impl PeerService {
             let msg = format!(
                 "node {} was a cluster member with incarnation {expected_incarnation:x}, but its \
                  data directory is new (incarnation {:x}): its data was lost. It refuses to \
-                 rejoin as the voter it was; remove its old member with `eventstore cluster \
-                 remove`, then add it back under its id or a new one (see README: Replacing a \
-                 node)",
+                 rejoin as the voter it was. {ID_REUSE_RULE} (README: Replacing a node).",
                 self.node.id, self.node.incarnation
             );
             if !self
@@ -103,9 +111,43 @@ impl PeerService {
             {
                 tracing::error!("{msg}");
             }
-            return Err(Status::failed_precondition(msg));
+            let mut status = Status::failed_precondition(msg);
+            status
+                .metadata_mut()
+                .insert(LOST_DATA_KEY, MetadataValue::from_static("1"));
+            if let Ok(v) = format!("{:x}", self.node.incarnation).parse() {
+                status.metadata_mut().insert(INCARNATION_KEY, v);
+            }
+            return Err(status);
         }
         Ok(())
+    }
+
+    /// On the leader, refuses a vote or pre-vote request from a node that
+    /// is not in the membership: it was removed (or its addition was never
+    /// committed). The refusal tells it so, and it stops campaigning. Only
+    /// the leader answers this way: its membership holds every committed
+    /// change, while a lagging follower may not know a node added lately.
+    fn refuse_non_member(&self, candidate: u64) -> Result<(), Status> {
+        let m = self.node.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.node.id) {
+            return Ok(());
+        }
+        let effective = m.membership_config.membership();
+        let committed = m.committed_membership_config.membership();
+        if effective.get_node(&candidate).is_some() || committed.get_node(&candidate).is_some() {
+            return Ok(());
+        }
+        let members: Vec<u64> = effective.nodes().map(|(id, _)| *id).collect();
+        let mut status = Status::failed_precondition(format!(
+            "node {candidate} is not a member of the cluster (leader {}, members {members:?}): it \
+             was removed",
+            self.node.id
+        ));
+        status
+            .metadata_mut()
+            .insert(REMOVED_KEY, MetadataValue::from_static("1"));
+        Err(status)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, p: &RaftPayload) -> Result<T, Status> {
@@ -184,10 +226,18 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.answer(
-            req,
-            |raft, rpc| async move { raft.append_entries(rpc).await },
-        )
+        let node = self.node.clone();
+        self.answer(req, |raft, rpc| async move {
+            let r = raft.append_entries(rpc).await;
+            // Anything but a refusal for a higher vote comes from the
+            // leader this node follows: it is in touch with it.
+            if r.as_ref()
+                .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
+            {
+                node.heard_from_leader();
+            }
+            r
+        })
         .await
     }
 
@@ -241,6 +291,7 @@ impl RaftPeer for PeerService {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(fatal)?;
+        self.node.heard_from_leader();
         self.reply(&resp)
     }
 
@@ -336,11 +387,21 @@ impl Admin for PeerService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(e.to_string()))?;
+        let removed = self.node.removal.reason().is_some();
+        let health = match self.node.serving(&m) {
+            Ok(()) => "SERVING".to_string(),
+            Err(why) => format!("NOT_SERVING: {why}"),
+        };
         Ok(Response::new(StatusResponse {
             node_id: self.node.id,
             leader_id: m.current_leader,
             term: m.current_term,
-            state: format!("{:?}", m.state),
+            state: if removed {
+                "Removed".to_string()
+            } else {
+                format!("{:?}", m.state)
+            },
+            health,
             last_log_index: m.last_log_index,
             committed: m.local_committed.as_ref().map(|l| l.index),
             applied,
@@ -375,17 +436,71 @@ impl Admin for PeerService {
         req: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
         self.require_leader()?;
+        let deadline = deadline_of(&req, ADMIN_TIMEOUT);
         let r = req.into_inner();
         if r.addr.is_empty() {
             return Err(Status::invalid_argument(
                 "addr (HOST:PORT of the new node's peer port) is required",
             ));
         }
-        self.node
-            .raft
-            .add_learner(r.node_id, RaftNode::new(r.addr), true)
-            .await
-            .map_err(write_err)?;
+        let id = r.node_id;
+        let addr = r.addr.clone();
+        let added = tokio::time::timeout_at(
+            deadline,
+            self.node.raft.add_learner(id, RaftNode::new(r.addr), true),
+        )
+        .await;
+        match added {
+            Ok(r) => {
+                r.map_err(write_err)?;
+            }
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "node {id} was added as a learner but has not caught up within the timeout; \
+                     it stays a learner and keeps receiving the log (is it running, with an \
+                     empty data directory, at {addr}?) {}",
+                    self.catch_up_state(id)
+                )))
+            }
+        }
+        // Caught up: it holds every entry the leader held once it was added.
+        let target = self.node.raft.metrics().borrow_watched().last_log_index;
+        let mut rx = self.node.raft.metrics();
+        let caught_up = async {
+            loop {
+                {
+                    let m = rx.borrow_watched();
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index);
+                    if matched >= target {
+                        return Ok(());
+                    }
+                    if m.current_leader != Some(self.node.id) {
+                        return Err(Status::unavailable(format!(
+                            "node {} stopped being the leader while node {id} caught up; run \
+                             `cluster status` against the new leader",
+                            self.node.id
+                        )));
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Status::unavailable("this node is shutting down"));
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, caught_up).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "node {id} was added as a learner but has not caught up within the timeout; \
+                     it stays a learner and keeps receiving the log {}",
+                    self.catch_up_state(id)
+                )))
+            }
+        }
         self.membership_reply().await
     }
 
@@ -441,14 +556,106 @@ impl Admin for PeerService {
         req: Request<NodeRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         self.require_leader()?;
+        let deadline = deadline_of(&req, ADMIN_TIMEOUT);
         let to = req.into_inner().node_id;
+        let me = self.node.id;
+        {
+            let m = self.node.raft.metrics().borrow_watched().clone();
+            let membership = m.membership_config.membership();
+            if to == me {
+                return Err(Status::failed_precondition(format!(
+                    "node {to} is already the leader"
+                )));
+            }
+            if membership.get_node(&to).is_none() {
+                let members: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+                return Err(Status::not_found(format!(
+                    "node {to} is not a member of the cluster (members: {members:?})"
+                )));
+            }
+            if !membership.voter_ids().any(|v| v == to) {
+                return Err(Status::failed_precondition(format!(
+                    "node {to} is a learner, not a voter: only a voter can lead; promote it \
+                     first (`eventstore cluster promote --node-id {to}`)"
+                )));
+            }
+            // Handing over gives up this leader's lease: a target that does
+            // not answer would leave the cluster to an election instead.
+            let answered = m
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&to).cloned().flatten())
+                .is_some_and(|t| openraft::Instant::elapsed(&*t) <= self.node.lease);
+            if !answered {
+                return Err(Status::unavailable(format!(
+                    "node {to} has not answered node {me} within the lease ({:?}): is it \
+                     running? Leadership stays with node {me}",
+                    self.node.lease
+                )));
+            }
+        }
         self.node
             .raft
             .trigger()
             .transfer_leader(to)
             .await
             .map_err(fatal)?;
+        let mut rx = self.node.raft.metrics();
+        let moved = async {
+            loop {
+                let leader = rx.borrow_watched().current_leader;
+                match leader {
+                    Some(l) if l == to => return Ok(()),
+                    Some(l) if l != me => {
+                        return Err(Status::aborted(format!(
+                            "node {l} became the leader instead of node {to}"
+                        )))
+                    }
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Status::unavailable("this node is shutting down"));
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, moved).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let leader = self.node.raft.metrics().borrow_watched().current_leader;
+                return Err(Status::deadline_exceeded(format!(
+                    "node {to} did not take over within the timeout (leader now: {}); is it \
+                     running and caught up?",
+                    leader
+                        .map(|l| format!("node {l}"))
+                        .unwrap_or_else(|| "none".into())
+                )));
+            }
+        }
         self.status(Request::new(StatusRequest {})).await
+    }
+}
+
+/// How long an admin command that waits (add-learner, transfer-leader)
+/// works when the request carries no deadline.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PeerService {
+    /// Where a learner stands, for a message: its matched index and the
+    /// leader's last log index.
+    fn catch_up_state(&self, id: u64) -> String {
+        let m = self.node.raft.metrics().borrow_watched().clone();
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map(|l| l.index.to_string())
+            .unwrap_or_else(|| "nothing".into());
+        format!(
+            "(it has {matched}, the leader's log ends at {})",
+            m.last_log_index
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into())
+        )
     }
 }
 

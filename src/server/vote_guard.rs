@@ -20,6 +20,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::raft::network::Removal;
 use crate::raft::types::{NodeId, Raft};
 
 /// When this node may take part in elections again.
@@ -50,11 +51,13 @@ impl VoteGuard {
 
 /// Lets `raft` (started with elections disabled) campaign once `guard`
 /// has passed, or at once when this node is the only voter: then no other
-/// node can hold a lease this node granted. Returns early if `stop` turns true.
+/// node can hold a lease this node granted. Returns early if `stop` turns
+/// true, and never lets a node that was removed (`removal`) campaign.
 pub async fn release_elections(
     raft: Raft,
     id: NodeId,
     guard: VoteGuard,
+    removal: Removal,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut metrics = raft.metrics();
@@ -71,6 +74,9 @@ pub async fn release_elections(
             r = metrics.changed() => if r.is_err() { return },
             _ = stop.changed() => return,
         }
+    }
+    if removal.reason().is_some() {
+        return;
     }
     tracing::info!("taking part in elections");
     raft.runtime_config().elect(true);
