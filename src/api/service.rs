@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use super::deadline::deadline_of;
+use super::deadline::{deadline_after, timeout_of, too_late};
 use super::error::ANSWERED_KEY;
 use super::handler::{Handler, Reply, Request as NodeRequest};
 use super::request_id::request_id_of;
@@ -83,23 +83,29 @@ impl<H: Handler> EventStoreService<H> {
         req: Request<T>,
         wrap: fn(T) -> NodeRequest,
     ) -> Result<Response<R>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout());
-        let request_id = request_id_of(req.metadata())?;
-        let reply = self
-            .node
-            .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
-            .await
-            .map_err(|e| {
-                let mut status = Status::from(e);
-                if self.relayed {
-                    // Tells the relaying node that this is an answer, not
-                    // a failure of the connection.
-                    status
-                        .metadata_mut()
-                        .insert(ANSWERED_KEY, MetadataValue::from_static("1"));
-                }
+        let timeout = timeout_of(&req, self.node.default_timeout());
+        let deadline = deadline_after(timeout);
+        let reply = async {
+            if let Some(refusal) = too_late(timeout) {
+                return Err(refusal);
+            }
+            let request_id = request_id_of(req.metadata())?;
+            self.node
+                .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
+                .await
+        }
+        .await
+        .map_err(|e| {
+            let mut status = Status::from(e);
+            if self.relayed {
+                // Tells the relaying node that this is an answer, not
+                // a failure of the connection.
                 status
-            })?;
+                    .metadata_mut()
+                    .insert(ANSWERED_KEY, MetadataValue::from_static("1"));
+            }
+            status
+        })?;
         R::from_reply(reply)
             .map(Response::new)
             .ok_or_else(|| Status::internal("the node answered with a reply of another kind"))
