@@ -2,6 +2,8 @@
 //! validation, the request-deadline rule, and the mapping of failures to
 //! gRPC status codes. It reaches the node only through [`Handler`].
 
+pub mod codec;
+pub mod content_type;
 pub mod deadline;
 pub mod error;
 pub mod handler;
