@@ -451,3 +451,70 @@ async fn a_message_far_over_the_value_limit_is_out_of_range() {
     })
     .await;
 }
+
+/// Raft messages on the peer port that are meant for another node id, that
+/// name an incarnation other than this node's data directory's (a cluster
+/// that knew this node before its data was lost), or whose payload is not
+/// a Raft message, are refused without touching Raft: the node stays the
+/// leader in the same term and keeps serving.
+#[tokio::test]
+async fn peer_messages_for_another_node_or_incarnation_or_with_garbage_are_refused() {
+    use eventstore::proto::peer::raft_peer_client::RaftPeerClient;
+    use eventstore::proto::peer::RaftPayload;
+    let (_d, s) = server(&[]).await;
+    bounded(LIMIT, async {
+        let before = s.status().await.unwrap();
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.peer_addr()))
+            .unwrap()
+            .connect_lazy();
+        let mut peer = RaftPeerClient::new(ch);
+        let payload = |target, incarnation, bytes: &[u8]| RaftPayload {
+            target,
+            payload: bytes.to_vec(),
+            incarnation,
+        };
+        let cases = [
+            (
+                "another node id",
+                payload(99, 0, &[0; 8]),
+                Code::FailedPrecondition,
+                "message for node 99 reached node 0",
+            ),
+            (
+                "another incarnation",
+                payload(0, 0x5eed, &[0; 8]),
+                Code::FailedPrecondition,
+                "its data was lost",
+            ),
+            (
+                "garbage payload",
+                payload(0, 0, &[0xff; 16]),
+                Code::InvalidArgument,
+                "bad payload",
+            ),
+            (
+                "empty payload",
+                payload(0, 0, &[]),
+                Code::InvalidArgument,
+                "bad payload",
+            ),
+        ];
+        for (what, p, code, fragment) in cases {
+            for rpc in ["Vote", "PreVote", "AppendEntries"] {
+                let res = match rpc {
+                    "Vote" => peer.vote(p.clone()).await,
+                    "PreVote" => peer.pre_vote(p.clone()).await,
+                    _ => peer.append_entries(p.clone()).await,
+                };
+                let st = res.unwrap_err();
+                assert_eq!(st.code(), code, "{what}: {rpc}: {st:?}");
+                assert!(st.message().contains(fragment), "{what}: {rpc}: {st:?}");
+            }
+        }
+        let after = s.status().await.unwrap();
+        assert_eq!(after.term, before.term, "{after:?}");
+        assert_eq!(after.leader_id, Some(0), "{after:?}");
+        still_serves_and_holds(&s, 0).await;
+    })
+    .await;
+}
