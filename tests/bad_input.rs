@@ -374,7 +374,7 @@ async fn an_http1_request_on_the_client_port_is_closed_and_the_node_keeps_servin
         ] {
             let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
             tcp.write_all(request.as_bytes()).await.unwrap();
-            // The node answers (an HTTP/2 GOAWAY, or nothing) and closes
+            // The node sends its HTTP/2 SETTINGS frame, no HTTP answer, and closes
             // the connection: reading reaches the end within 5 s.
             let mut got = Vec::new();
             let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
