@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // Prost's codec, except that a message that does not decode is
+        // INVALID_ARGUMENT (src/api/codec.rs).
+        .codec_path("crate::api::codec::ProtoCodec")
         .bytes(".protob.SaveRequest.value")
         .bytes(".protob.LoadResponse.value")
         .compile_fds(fds)?;

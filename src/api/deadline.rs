@@ -5,26 +5,55 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::error::ApiError;
+
 /// The longest the server works on one request, whatever deadline the
 /// client asked for. Longer `grpc-timeout`s (the header allows up to
 /// 99,999,999 hours) are clamped to it; the client's own timer is unaffected.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The time by which the server must answer a request: its `grpc-timeout`
-/// (or `default` when it has none or it is malformed), clamped to
-/// [`MAX_TIMEOUT`], from now, less a small margin (a tenth, at most 100 ms)
-/// so that a definite answer such as UNAVAILABLE reaches the client before
-/// the client's own timer fires.
-pub fn deadline_of<T>(req: &tonic::Request<T>, default: Duration) -> Instant {
-    let timeout = req
-        .metadata()
+/// The shortest `grpc-timeout` the server starts work on. A shorter one (a
+/// nanosecond, or zero) has passed, or all but passed, by the time the
+/// request is read: the request is answered DEADLINE_EXCEEDED at once and
+/// nothing is applied (see [`too_late`]).
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// How long the server may work on a request: its `grpc-timeout` (or
+/// `default` when it has none or it is malformed), clamped to
+/// [`MAX_TIMEOUT`].
+pub fn timeout_of<T>(req: &tonic::Request<T>, default: Duration) -> Duration {
+    req.metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .unwrap_or(default)
-        .min(MAX_TIMEOUT);
+        .min(MAX_TIMEOUT)
+}
+
+/// The refusal of a request whose `timeout` is under [`MIN_TIMEOUT`], if
+/// it is.
+pub fn too_late(timeout: Duration) -> Option<ApiError> {
+    (timeout < MIN_TIMEOUT).then(|| {
+        ApiError::Timeout(format!(
+            "the request's deadline ({timeout:?} from when it was sent) passed before the server \
+             started on it; nothing was applied"
+        ))
+    })
+}
+
+/// The time by which the server must answer a request with `timeout`
+/// ([`timeout_of`]), from now, less a small margin (a tenth, at most
+/// 100 ms) so that a definite answer such as UNAVAILABLE reaches the
+/// client before the client's own timer fires.
+pub fn deadline_after(timeout: Duration) -> Instant {
     let margin = (timeout / 10).min(Duration::from_millis(100));
     Instant::now() + (timeout - margin)
+}
+
+/// The time by which the server must answer `req`: [`deadline_after`] its
+/// [`timeout_of`].
+pub fn deadline_of<T>(req: &tonic::Request<T>, default: Duration) -> Instant {
+    deadline_after(timeout_of(req, default))
 }
 
 /// Parses a `grpc-timeout` header value (`<digits><unit>`). Any number of
@@ -61,6 +90,14 @@ mod tests {
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn timeouts_under_a_millisecond_are_refused() {
+        for t in [0, 1, 999_999] {
+            assert!(too_late(Duration::from_nanos(t)).is_some(), "{t} ns");
+        }
+        assert!(too_late(MIN_TIMEOUT).is_none());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! the mapping of failures to gRPC status codes. It reaches the node only through [`Handler`].
 
 pub mod admission;
+pub mod codec;
+pub mod content_type;
 pub mod deadline;
 pub mod error;
 pub mod handler;

@@ -11,7 +11,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
-use super::deadline::deadline_of;
+use super::deadline::{deadline_after, timeout_of, too_late};
 use super::error::ANSWERED_KEY;
 use super::handler::{Handler, Reply, Request as NodeRequest};
 use super::request_id::request_id_of;
@@ -92,13 +92,19 @@ impl<H: Handler> EventStoreService<H> {
         req: Request<T>,
         wrap: fn(T) -> NodeRequest,
     ) -> Result<Response<R>, Status> {
-        let deadline = deadline_of(&req, self.node.default_timeout());
-        let request_id = request_id_of(req.metadata())?;
-        let reply = self
-            .node
-            .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
-            .await
-            .map_err(|e| self.mark_answered(Status::from(e)))?;
+        let timeout = timeout_of(&req, self.node.default_timeout());
+        let deadline = deadline_after(timeout);
+        let reply = async {
+            if let Some(refusal) = too_late(timeout) {
+                return Err(refusal);
+            }
+            let request_id = request_id_of(req.metadata())?;
+            self.node
+                .handle(wrap(req.into_inner()), request_id, deadline, self.relayed)
+                .await
+        }
+        .await
+        .map_err(|e| self.mark_answered(Status::from(e)))?;
         R::from_reply(reply)
             .map(Response::new)
             .ok_or_else(|| Status::internal("the node answered with a reply of another kind"))

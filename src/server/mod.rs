@@ -38,6 +38,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::api::admission::{Admission, AdmissionLayer, CLIENT_PREFIX, RELAYED_PREFIX};
+use crate::api::content_type::RequireGrpc;
 use crate::api::service::EventStoreService;
 use crate::config::{DefaultTtls, ExpirySettings, Limits, RaftSettings};
 use crate::proto::peer::admin_server::AdminServer;
@@ -247,11 +248,11 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
             .layer(AdmissionLayer::new(admission.clone(), &[CLIENT_PREFIX]))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
+            .add_service(RequireGrpc(
                 EventStoreServer::new(EventStoreService::new(node.clone(), admission.clone()))
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(max_msg),
-            )
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             })

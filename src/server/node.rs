@@ -381,6 +381,13 @@ impl Node {
             Ok(_) => {}
             Err(e) => return Err(self.linearizer_error(e)),
         }
+        // Waiting for the lease may have used up the deadline: then the
+        // answer is a definite refusal, not a write of unknown outcome.
+        if Instant::now() >= deadline {
+            return Err(Local::Failed(ApiError::Timeout(
+                "the deadline passed before the write was proposed; nothing was applied".into(),
+            )));
+        }
         let res = tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await;
         match res {
             Err(_) => Err(Local::Failed(ApiError::Timeout(
