@@ -177,19 +177,7 @@ pub fn describe_status(s: &tonic::Status, server: &str) -> String {
     text
 }
 
-/// Whether an error, or any error that caused it, is a refused connection.
-pub fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
-}
+pub use crate::api::error::connection_refused as refused;
 
 /// A connection to an EventStore cluster (any node will do). Clones share
 /// the connection and the request-id sequence.

@@ -96,3 +96,18 @@ impl From<ApiError> for Status {
         status
     }
 }
+
+/// Whether an error, or any error that caused it, is a refused connection:
+/// the request was never sent.
+pub fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}

@@ -119,6 +119,7 @@ fn gauge(name: &str, help: &str, value: i64) -> Box<dyn Collector> {
     Box::new(g)
 }
 
+/// A gauge's value for `v` (-1: none).
 fn index(v: Option<u64>) -> i64 {
     v.map(|i| i64::try_from(i).unwrap_or(i64::MAX))
         .unwrap_or(-1)
@@ -192,13 +193,7 @@ fn state_gauges(node: &Node) -> Vec<Box<dyn Collector>> {
     }
 
     let db = node.keyspace.db();
-    let prop = |name: &str| {
-        db.property_int_value(name)
-            .ok()
-            .flatten()
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-            .unwrap_or(-1)
-    };
+    let prop = |name: &str| index(db.property_int_value(name).ok().flatten());
     out.push(gauge(
         "eventstore_db_sst_bytes",
         "Size of the database's SST files on disk",
@@ -209,12 +204,11 @@ fn state_gauges(node: &Node) -> Vec<Box<dyn Collector>> {
         "Size of the database's memtables",
         prop("rocksdb.cur-size-all-mem-tables"),
     ));
-    let keys = db
-        .property_int_value_cf(cf(db, CF_DATA), "rocksdb.estimate-num-keys")
-        .ok()
-        .flatten()
-        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-        .unwrap_or(-1);
+    let keys = index(
+        db.property_int_value_cf(cf(db, CF_DATA), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten(),
+    );
     out.push(gauge(
         "eventstore_keys_estimate",
         "Estimated number of stored records (values and system records), from RocksDB",

@@ -661,27 +661,12 @@ impl RelayError {
             return RelayError::Answered(ApiError::from_status(s));
         }
         let why = format!("leader {leader}: {}", describe(s));
-        if connection_refused(s) {
+        if crate::api::error::connection_refused(s) {
             RelayError::NotSent(why)
         } else {
             RelayError::Lost(why)
         }
     }
-}
-
-/// Whether the status reports a connection that could not be opened, so
-/// the request was never sent.
-fn connection_refused(s: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// A status's message with the errors that caused it.
