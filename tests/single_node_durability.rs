@@ -184,6 +184,16 @@ impl SmallFs {
             .is_ok_and(|s| s.success());
         ok.then_some(SmallFs { dir })
     }
+
+    /// Gives the filesystem `mib` MiB in all (space returns).
+    fn grow(&self, mib: u32) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remounting the tmpfs with {mib} MiB failed");
+    }
 }
 
 impl Drop for SmallFs {
@@ -197,9 +207,11 @@ impl Drop for SmallFs {
 
 /// When storage fails for good (here: the disk fills up), openraft stops
 /// its core; the process must then exit non-zero with a clear message, not
-/// linger with open ports that a TCP liveness probe takes for healthy.
+/// linger with open ports that a TCP liveness probe takes for healthy. The
+/// write that failed was not acknowledged; once there is space again, the
+/// restarted node serves every write that was.
 #[tokio::test]
-async fn a_node_whose_storage_fails_exits_non_zero() {
+async fn a_node_whose_disk_fills_exits_non_zero_and_keeps_every_acknowledged_write() {
     let Some(fs) = SmallFs::mount(96) else {
         eprintln!("SKIPPED: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
         return;
@@ -255,6 +267,23 @@ async fn a_node_whose_storage_fails_exits_non_zero() {
         log.contains("the Raft core stopped after a fatal error"),
         "no clear message in the log:\n{log}"
     );
+
+    // Once there is space again, the restarted node (its supervisor
+    // restarts it) serves every acknowledged write.
+    fs.grow(512);
+    s.start();
+    s.wait_ready(Duration::from_secs(30)).await;
+    bounded(LIMIT, async {
+        let mut c = s.client().await;
+        for i in 0..acked {
+            c.load(load_req(global(&format!("k{i}"))))
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged write k{i} lost on a full disk: {e:?}"));
+        }
+        c.save(save_req(global("after"), b"v", 600)).await.unwrap();
+    })
+    .await;
+    s.kill9();
     drop(s);
     drop(fs);
 }
