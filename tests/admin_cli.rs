@@ -31,6 +31,11 @@ fn es(args: &[&str]) -> Output {
     es_env(args, &[])
 }
 
+/// `eventstore cluster VERB --server SERVER --node-id NODE`.
+fn cluster_cmd(verb: &str, server: &str, node: &str) -> Output {
+    es(&["cluster", verb, "--server", server, "--node-id", node])
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -151,14 +156,7 @@ async fn a_removed_node_knows_it_refuses_clients_and_never_campaigns() {
             .map(|n| n.id)
             .find(|id| *id != leader)
             .unwrap();
-        let out = es(&[
-            "cluster",
-            "remove",
-            "--server",
-            &c.node(leader).peer_addr(),
-            "--node-id",
-            &removed.to_string(),
-        ]);
+        let out = cluster_cmd("remove", &c.node(leader).peer_addr(), &removed.to_string());
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
         // It learns it was removed, and says so.
@@ -241,14 +239,7 @@ async fn a_removed_node_knows_it_refuses_clients_and_never_campaigns() {
             "30s",
         ]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let out = es(&[
-            "cluster",
-            "promote",
-            "--server",
-            &c.node(leader).peer_addr(),
-            "--node-id",
-            &removed.to_string(),
-        ]);
+        let out = cluster_cmd("promote", &c.node(leader).peer_addr(), &removed.to_string());
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         c.node(removed).wait_ready(Duration::from_secs(20)).await;
         let out = es(&["health", "--server", &c.node(removed).addr()]);
@@ -276,28 +267,14 @@ async fn transfer_leader_and_add_learner_wait_and_refuse_with_reasons() {
         }
 
         // Refusals: not a member, already the leader.
-        let out = es(&[
-            "cluster",
-            "transfer-leader",
-            "--server",
-            &admin,
-            "--node-id",
-            "7",
-        ]);
+        let out = cluster_cmd("transfer-leader", &admin, "7");
         assert_ne!(out.status.code(), Some(0));
         assert!(
             stderr(&out).contains("node 7 is not a member"),
             "{}",
             stderr(&out)
         );
-        let out = es(&[
-            "cluster",
-            "transfer-leader",
-            "--server",
-            &admin,
-            "--node-id",
-            &leader.to_string(),
-        ]);
+        let out = cluster_cmd("transfer-leader", &admin, &leader.to_string());
         assert_ne!(out.status.code(), Some(0));
         assert!(
             stderr(&out).contains("already the leader"),
@@ -358,14 +335,7 @@ async fn transfer_leader_and_add_learner_wait_and_refuse_with_reasons() {
         assert!(!log.contains("removed from the cluster"), "{log}");
 
         // A learner cannot lead.
-        let out = es(&[
-            "cluster",
-            "transfer-leader",
-            "--server",
-            &admin,
-            "--node-id",
-            "3",
-        ]);
+        let out = cluster_cmd("transfer-leader", &admin, "3");
         assert_ne!(out.status.code(), Some(0));
         assert!(stderr(&out).contains("not a voter"), "{}", stderr(&out));
 
@@ -377,14 +347,7 @@ async fn transfer_leader_and_add_learner_wait_and_refuse_with_reasons() {
             .find(|id| *id != leader && *id != 3)
             .unwrap();
         let start = Instant::now();
-        let out = es(&[
-            "cluster",
-            "transfer-leader",
-            "--server",
-            &admin,
-            "--node-id",
-            &to.to_string(),
-        ]);
+        let out = cluster_cmd("transfer-leader", &admin, &to.to_string());
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         println!(
             "transfer-leader took {:?}:\n{}",
