@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::api::error::connection_refused;
 use crate::api::request::parse_location;
 use crate::api::request_id::{check_request_id, REQUEST_ID_HEADER};
 use crate::config::Limits;
@@ -156,7 +157,7 @@ pub fn authority(uri: &str) -> &str {
 /// refused to HOST:PORT" when nothing listens there, otherwise the status's
 /// message followed by the errors that caused it.
 pub fn describe_status(s: &tonic::Status, server: &str) -> String {
-    if refused(s) {
+    if connection_refused(s) {
         return format!("connection refused to {server}");
     }
     let mut text = s.message().to_string();
@@ -176,8 +177,6 @@ pub fn describe_status(s: &tonic::Status, server: &str) -> String {
     }
     text
 }
-
-pub use crate::api::error::connection_refused as refused;
 
 /// A connection to an EventStore cluster (any node will do). Clones share
 /// the connection and the request-id sequence.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use super::client::{EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE};
-use crate::client::{authority, describe_status, refused, server_uri_with_port};
+use crate::api::error::connection_refused;
+use crate::client::{authority, describe_status, server_uri_with_port};
 
 /// Which of a node's two ports a command talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +93,7 @@ pub async fn connect(server: &str, port: Port, timeout: Duration) -> Result<Conn
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(ch)) => ch,
         Ok(Err(e)) => {
-            let message = if refused(&e) {
+            let message = if connection_refused(&e) {
                 format!(
                     "connection refused to {addr}: nothing listens there (is the node running, \
                      and is this {}?)",
