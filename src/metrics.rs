@@ -154,6 +154,24 @@ pub static LEADER_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Peer messages between nodes of different clusters, by direction:
+/// `incoming` (this node refused a message from a node of another
+/// cluster), `outgoing` (a node of another cluster refused this node's
+/// message, or answered as a member of another cluster).
+pub static CLUSTER_ID_MISMATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "eventstore_cluster_id_mismatches_total",
+                "Peer messages between this node and a node of another cluster, by direction \
+                 (incoming: refused here; outgoing: refused by, or answered from, the other node)",
+            ),
+            &["direction"],
+        )
+        .expect("a valid metric name"),
+    )
+});
+
 /// Touches every metric so that each one is exported from the first
 /// scrape on, before its first event.
 pub fn init() {
@@ -168,6 +186,10 @@ pub fn init() {
     LazyLock::force(&SNAPSHOT_INSTALL_SECONDS);
     LazyLock::force(&SNAPSHOT_BYTES);
     LazyLock::force(&LEADER_CHANGES);
+    LazyLock::force(&CLUSTER_ID_MISMATCHES);
+    for direction in ["incoming", "outgoing"] {
+        let _ = CLUSTER_ID_MISMATCHES.with_label_values(&[direction]);
+    }
 }
 
 /// A gRPC status code's name as Prometheus labels show it (`OK`,

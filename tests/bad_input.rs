@@ -472,6 +472,7 @@ async fn peer_messages_for_another_node_or_incarnation_or_with_garbage_are_refus
             target,
             payload: bytes.to_vec(),
             incarnation,
+            ..Default::default()
         };
         let cases = [
             (
@@ -514,6 +515,142 @@ async fn peer_messages_for_another_node_or_incarnation_or_with_garbage_are_refus
         let after = s.status().await.unwrap();
         assert_eq!(after.term, before.term, "{after:?}");
         assert_eq!(after.leader_id, Some(0), "{after:?}");
+        still_serves_and_holds(&s, 0).await;
+    })
+    .await;
+}
+
+/// Peer messages from a node of another cluster (a cluster id other than
+/// this node's) are refused with FAILED_PRECONDITION naming both clusters,
+/// on every peer service: Raft messages by the id in their envelope,
+/// relayed requests and admin calls by the `eventstore-cluster-id`
+/// metadata. A call without an id (the operator's `cluster` commands) is
+/// served, every answer names this node's cluster, a malformed id is
+/// INVALID_ARGUMENT, and nothing reaches Raft or the keyspace.
+#[tokio::test]
+async fn peer_messages_from_another_cluster_are_refused() {
+    use eventstore::proto::peer::admin_client::AdminClient;
+    use eventstore::proto::peer::forward_client::ForwardClient;
+    use eventstore::proto::peer::raft_peer_client::RaftPeerClient;
+    use eventstore::proto::peer::{RaftPayload, SnapshotChunk, StatusRequest};
+    let (_d, s) = server(&[]).await;
+    bounded(LIMIT, async {
+        let before = s.status().await.unwrap();
+        let ours = before.cluster_id.clone();
+        assert_eq!(ours.len(), 16, "no cluster id: {before:?}");
+        // Another cluster's id: this node's with its last digit changed.
+        let mut theirs = ours.clone();
+        let last = theirs.pop().unwrap();
+        theirs.push(if last == '0' { '1' } else { '0' });
+        let theirs_n = u64::from_str_radix(&theirs, 16).unwrap();
+        let expected = "node 7 at 127.0.0.1:";
+        let names_both = |st: &tonic::Status| {
+            st.code() == Code::FailedPrecondition
+                && st.message().starts_with(expected)
+                && st.message().contains(&format!(
+                    "belongs to cluster {theirs}, this node (node 0) to cluster {ours}: a reused \
+                     address or a data directory from another cluster?"
+                ))
+                && st
+                    .metadata()
+                    .get("eventstore-cluster-id")
+                    .map(|v| v.to_str().unwrap())
+                    == Some(ours.as_str())
+        };
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", s.peer_addr()))
+            .unwrap()
+            .connect_lazy();
+
+        let mut peer = RaftPeerClient::new(ch.clone());
+        // A well-formed vote request, so that only the cluster id is wrong.
+        let vote = eventstore::proto::peer::RaftPayload {
+            target: 0,
+            payload: vec![0; 8],
+            cluster_id: theirs_n,
+            sender: 7,
+            ..Default::default()
+        };
+        for rpc in ["Vote", "PreVote", "AppendEntries", "TransferLeader"] {
+            let p: RaftPayload = vote.clone();
+            let res = match rpc {
+                "Vote" => peer.vote(p).await,
+                "PreVote" => peer.pre_vote(p).await,
+                "AppendEntries" => peer.append_entries(p).await,
+                _ => peer.transfer_leader(p).await,
+            };
+            let st = res.unwrap_err();
+            assert!(names_both(&st), "{rpc}: {st:?}");
+        }
+        let chunk = SnapshotChunk {
+            target: 0,
+            cluster_id: theirs_n,
+            sender: 7,
+            header: vec![0; 8],
+            data: vec![1; 64],
+            ..Default::default()
+        };
+        let st = peer
+            .install_snapshot(tokio_stream::iter(vec![chunk]))
+            .await
+            .unwrap_err();
+        assert!(names_both(&st), "InstallSnapshot: {st:?}");
+
+        let with_id = |id: &str| {
+            let mut r = tonic::Request::new(load_req(global("k")));
+            r.metadata_mut()
+                .insert("eventstore-cluster-id", id.parse().unwrap());
+            r.metadata_mut()
+                .insert("eventstore-node-id", "7".parse().unwrap());
+            r
+        };
+        let st = ForwardClient::new(ch.clone())
+            .load(with_id(&theirs))
+            .await
+            .unwrap_err();
+        assert!(names_both(&st), "Forward: {st:?}");
+        let st = ForwardClient::new(ch.clone())
+            .load(with_id("not-hex"))
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+        assert!(
+            st.message()
+                .contains("eventstore-cluster-id must be a cluster id"),
+            "{st:?}"
+        );
+        let mut status = tonic::Request::new(StatusRequest {});
+        status
+            .metadata_mut()
+            .insert("eventstore-cluster-id", theirs.parse().unwrap());
+        status
+            .metadata_mut()
+            .insert("eventstore-node-id", "7".parse().unwrap());
+        let st = AdminClient::new(ch.clone())
+            .status(status)
+            .await
+            .unwrap_err();
+        assert!(names_both(&st), "Admin: {st:?}");
+
+        // Its own cluster's id, and no id at all (an operator): served, and
+        // the answer names this node's cluster.
+        let own = ForwardClient::new(ch.clone())
+            .load(with_id(&ours))
+            .await
+            .unwrap_err();
+        assert_eq!(own.code(), Code::NotFound, "{own:?}");
+        let answer = AdminClient::new(ch.clone())
+            .status(StatusRequest {})
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.metadata().get("eventstore-cluster-id").unwrap(),
+            ours.as_str()
+        );
+
+        let after = s.status().await.unwrap();
+        assert_eq!(after.term, before.term, "{after:?}");
+        assert_eq!(after.leader_id, Some(0), "{after:?}");
+        assert_eq!(after.cluster_id, ours, "{after:?}");
         still_serves_and_holds(&s, 0).await;
     })
     .await;

@@ -33,6 +33,8 @@ const POLICY: SessionPolicy = SessionPolicy {
 struct Model {
     values: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
     members: BTreeMap<u64, u64>,
+    /// The cluster id on record: the first one applied.
+    cluster_id: Option<u64>,
     sessions: BTreeMap<String, (u64, Applied)>,
     clock: u64,
     /// The voters of the last membership entry (state-machine level only).
@@ -115,6 +117,13 @@ impl Model {
             Command::Forget { node } => Applied::Forgotten {
                 existed: self.members.remove(node).is_some(),
             },
+            Command::SetClusterId { id } => {
+                let recorded = self.cluster_id.is_none();
+                if recorded {
+                    self.cluster_id = Some(*id);
+                }
+                Applied::ClusterId { recorded }
+            }
             Command::Delete { key, .. } => Applied::Deleted {
                 existed: self.values.remove(key).is_some(),
             },
@@ -216,6 +225,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             .prop_map(|(key, stamp, request)| Command::Delete { key, stamp, request }),
         1 => (0u64..3, 1u64..4).prop_map(|(node, incarnation)| Command::Register { node, incarnation }),
         1 => (0u64..3).prop_map(|node| Command::Forget { node }),
+        1 => (1u64..4).prop_map(|id| Command::SetClusterId { id }),
         2 => (stamp_strategy(), 1u32..4).prop_map(|(stamp, limit)| Command::Purge { stamp, limit }),
     ]
 }
@@ -248,6 +258,7 @@ proptest! {
         for node in 0..3 {
             prop_assert_eq!(a.ks.member_incarnation(node).unwrap(), model.members.get(&node).copied());
         }
+        prop_assert_eq!(a.ks.cluster_id().unwrap(), model.cluster_id);
         prop_assert_eq!(a.ks.digest().unwrap(), b.ks.digest().unwrap());
         prop_assert_eq!(a.ks.digest().unwrap().1, model.values.len() as u64);
     }
@@ -337,6 +348,7 @@ impl Node {
                 })
                 .collect(),
             members: (0..3).map(|n| ks.member_incarnation(n).unwrap()).collect(),
+            cluster_id: ks.cluster_id().unwrap(),
             sessions: (0..5)
                 .map(|i| ks.session(&format!("c-{i}")).unwrap())
                 .collect(),
@@ -360,6 +372,7 @@ impl Node {
 struct Observed {
     stored: Vec<Option<(u64, Vec<u8>)>>,
     members: Vec<Option<u64>>,
+    cluster_id: Option<u64>,
     sessions: Vec<Option<Applied>>,
     session_count: u64,
     values: u64,
@@ -374,6 +387,7 @@ impl Model {
                 .map(|k| self.values.get([b'k', k].as_slice()).cloned())
                 .collect(),
             members: (0..3).map(|n| self.members.get(&n).copied()).collect(),
+            cluster_id: self.cluster_id,
             sessions: (0..5)
                 .map(|i| self.sessions.get(&format!("c-{i}")).map(|s| s.1.clone()))
                 .collect(),
@@ -824,4 +838,66 @@ fn request_ids_travel_in_snapshots() {
         Some(Applied::Deleted { existed: false })
     );
     assert_eq!(copy.ks.session_count().unwrap(), 1);
+}
+
+/// The cluster id through the state machine: a data directory without one
+/// (an empty node, or one written by a version without cluster ids)
+/// adopts the first id the log records, durably, and never a later one;
+/// a node that applied the record but lost its own copy takes it back
+/// from the replicated state when it opens.
+#[tokio::test]
+async fn a_node_without_a_cluster_id_adopts_the_first_one_it_applies() {
+    use eventstore::store::ClusterId;
+    let dir = tempfile::tempdir().unwrap();
+    let open = |dir: &std::path::Path| {
+        let database = db::open(&dir.join("db")).unwrap();
+        let id = ClusterId::load(database.clone()).unwrap();
+        let ks = Keyspace::new(database);
+        let sm = StateMachine::open(ks.clone(), dir.join("snapshots"))
+            .unwrap()
+            .with_cluster_id(id.clone())
+            .unwrap();
+        (ks, sm, id)
+    };
+    {
+        let (ks, mut sm, id) = open(dir.path());
+        assert_eq!(id.get(), None);
+        let steps = [
+            Step::Membership(BTreeSet::from([0])),
+            Step::Normal(Command::SetClusterId { id: 0xc1 }),
+            Step::Normal(Command::SetClusterId { id: 0xc2 }),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let e = entry(i as u64 + 1, step);
+            sm.apply(futures::stream::iter([Ok((e, None))]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(id.get(), Some(0xc1), "the first recorded id is adopted");
+        assert_eq!(
+            ks.cluster_id().unwrap(),
+            Some(0xc1),
+            "the first one stays on record"
+        );
+    }
+    let (ks, _sm, id) = open(dir.path());
+    assert_eq!(
+        id.get(),
+        Some(0xc1),
+        "the adopted id is kept across a restart"
+    );
+    drop((ks, _sm, id));
+    // The node's own copy lost (only the replicated record left).
+    {
+        let database = db::open(&dir.path().join("db")).unwrap();
+        database
+            .delete_cf(database.cf_handle(db::CF_LOG_META).unwrap(), b"cluster_id")
+            .unwrap();
+    }
+    let (_ks, _sm, id) = open(dir.path());
+    assert_eq!(
+        id.get(),
+        Some(0xc1),
+        "not taken back from the replicated state"
+    );
 }

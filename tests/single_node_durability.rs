@@ -403,3 +403,214 @@ async fn a_write_ahead_log_cut_short_at_its_end_is_recovered() {
     })
     .await;
 }
+
+/// Every file of a directory tree with its contents, RocksDB's own
+/// diagnostic logs and lock file included: a refused start must leave
+/// every byte as it was.
+fn every_file_of(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Replaces `to` with a copy of `from` (`cp -a`, times and modes kept).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// A node with `n` values written, stopped cleanly, with its database
+/// flushed to SST files; returns a pristine copy of its data directory.
+async fn stopped_node_with_data(dir: &std::path::Path, n: u32) -> (Server, std::path::PathBuf) {
+    let mut s = Server::single(dir, &[]);
+    s.wait_ready(Duration::from_secs(30)).await;
+    let mut c = s.client().await;
+    for i in 0..n {
+        c.save(save_req(global(&format!("k{i}")), &[7u8; 1000], 600))
+            .await
+            .unwrap();
+    }
+    // The leader records the cluster id within a registrar tick (500 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.terminate(Duration::from_secs(20)), Some(0));
+    {
+        let db = eventstore::store::db::open(&s.data_dir.join("db")).unwrap();
+        db.flush().unwrap();
+        for name in [
+            eventstore::store::db::CF_LOG,
+            eventstore::store::db::CF_LOG_META,
+            eventstore::store::db::CF_DATA,
+            eventstore::store::db::CF_EXPIRY,
+            eventstore::store::db::CF_SM_META,
+        ] {
+            db.flush_cf(db.cf_handle(name).unwrap()).unwrap();
+        }
+    }
+    let pristine = dir.join("pristine");
+    copy_dir(&s.data_dir, &pristine);
+    (s, pristine)
+}
+
+/// Starts `s` on its damaged data directory and checks that it refuses to
+/// start, says that the directory is corrupt and names `what`, and leaves
+/// every file of the directory exactly as it was.
+fn refused_and_untouched(s: &mut Server, case: &str, what: &str) {
+    let before = every_file_of(&s.data_dir);
+    let from = std::fs::metadata(&s.log).map(|m| m.len()).unwrap_or(0) as usize;
+    s.start();
+    let code = s
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{case}: the node kept running ({e}):\n{}", s.log_tail()));
+    assert_ne!(code, Some(0), "{case}");
+    let log = String::from_utf8_lossy(&std::fs::read(&s.log).unwrap()[from..]).to_string();
+    println!("{case}: {}", log.lines().last().unwrap_or_default());
+    assert!(
+        log.contains(&format!(
+            "the data directory {} is corrupt",
+            s.data_dir.display()
+        )) && log.contains("leaves it as it is")
+            && log.contains(what),
+        "{case}: no clear reason naming {what:?}:\n{log}"
+    );
+    let after = every_file_of(&s.data_dir);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "{case}: the refused start added or removed files"
+    );
+    for (path, bytes) in &before {
+        assert!(
+            after.get(path) == Some(bytes),
+            "{case}: the refused start changed {}",
+            path.display()
+        );
+    }
+}
+
+/// Garbage in a record the node reads when it starts (its vote, its
+/// identity, its cluster id, the last applied log id, the membership, the
+/// clock, the replicated cluster id) would be misread or make the node
+/// fail later, half-started. The node refuses to start, names the record,
+/// and leaves every byte of the directory as it was.
+#[tokio::test]
+async fn garbage_in_a_record_read_at_start_is_refused_and_the_directory_is_left_unchanged() {
+    use eventstore::store::db::{CF_DATA, CF_LOG_META, CF_SM_META};
+    let dir = tempfile::tempdir().unwrap();
+    bounded(LIMIT, async {
+        let (mut s, pristine) = stopped_node_with_data(dir.path(), 20).await;
+        let garbage: &[u8] = b"\xfe\xfe\xfe garbage \xff";
+        let cases: [(&str, &[u8], &str); 8] = [
+            (CF_LOG_META, b"vote", "the vote record"),
+            (CF_LOG_META, b"committed", "the committed log id record"),
+            (CF_LOG_META, b"identity", "the identity record"),
+            (CF_LOG_META, b"cluster_id", "the cluster id record"),
+            (
+                CF_SM_META,
+                b"last_applied",
+                "the last applied log id record",
+            ),
+            (CF_SM_META, b"membership", "the membership record"),
+            (CF_SM_META, b"clock", "corrupt stored record: clock"),
+            (
+                CF_DATA,
+                b"\x00i",
+                "corrupt stored record: cluster id record",
+            ),
+        ];
+        for (cf, key, what) in cases {
+            copy_dir(&pristine, &s.data_dir);
+            {
+                let db = eventstore::store::db::open(&s.data_dir.join("db")).unwrap();
+                let handle = db.cf_handle(cf).unwrap();
+                assert!(
+                    db.get_cf(handle, key).unwrap().is_some(),
+                    "{cf}/{key:?} is not written by a node; the case tests nothing"
+                );
+                db.put_cf(handle, key, garbage).unwrap();
+                db.flush_cf(handle).unwrap();
+            }
+            refused_and_untouched(&mut s, &format!("garbage in {cf}/{what}"), what);
+        }
+        // The pristine copy starts: the damage, not the copying, was refused.
+        copy_dir(&pristine, &s.data_dir);
+        s.start();
+        s.wait_ready(Duration::from_secs(30)).await;
+        let mut c = s.client().await;
+        c.load(load_req(global("k19"))).await.unwrap();
+    })
+    .await;
+}
+
+/// Damaged RocksDB files: an SST file or the MANIFEST cut short, a CURRENT
+/// file that names a MANIFEST that is not there, and no CURRENT file at all
+/// (which RocksDB would take for a new, empty database, deleting nothing
+/// but hiding everything). The node refuses to start with a clear message
+/// and leaves every byte of the directory as it was.
+#[tokio::test]
+async fn truncated_or_missing_database_files_are_refused_and_the_directory_is_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    bounded(LIMIT, async {
+        let (mut s, pristine) = stopped_node_with_data(dir.path(), 300).await;
+        let db_dir = s.data_dir.join("db");
+        let files = |ext: &str| -> Vec<std::path::PathBuf> {
+            let mut v: Vec<_> = std::fs::read_dir(&db_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().contains(ext))
+                .collect();
+            v.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+            v
+        };
+        let cut_to_half = |p: &std::path::Path| {
+            let len = std::fs::metadata(p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        };
+
+        copy_dir(&pristine, &s.data_dir);
+        let biggest = files(".sst").pop().expect("an SST file");
+        cut_to_half(&biggest);
+        refused_and_untouched(&mut s, "an SST file cut short", "Corruption");
+
+        copy_dir(&pristine, &s.data_dir);
+        let manifest = files("MANIFEST-").pop().expect("a MANIFEST");
+        cut_to_half(&manifest);
+        refused_and_untouched(
+            &mut s,
+            "the MANIFEST cut short",
+            "the MANIFEST has lost track",
+        );
+
+        copy_dir(&pristine, &s.data_dir);
+        std::fs::write(s.data_dir.join("db/CURRENT"), "MANIFEST-999999\n").unwrap();
+        refused_and_untouched(&mut s, "CURRENT names no MANIFEST", "MANIFEST-999999");
+
+        copy_dir(&pristine, &s.data_dir);
+        std::fs::remove_file(s.data_dir.join("db/CURRENT")).unwrap();
+        refused_and_untouched(&mut s, "no CURRENT file", "but no CURRENT file");
+    })
+    .await;
+}

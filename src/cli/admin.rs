@@ -40,7 +40,8 @@ pub struct Target {
 /// The `cluster` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Show members, leader, term, log indexes, lag and the state digest.
+    /// Show the cluster id, members, leader, term, log indexes, lag and
+    /// the state digest.
     Status(Target),
     /// Add a node as a learner (it receives the log but does not vote);
     /// returns once it holds every entry the leader held when it was added
@@ -121,6 +122,7 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "digest": s.digest,
         "keys": s.keys,
         "health": s.health,
+        "cluster_id": s.cluster_id,
     })
 }
 
@@ -155,6 +157,11 @@ fn print_status(s: &StatusResponse) {
         println!("node:      {} ({})", s.node_id, s.state);
     }
     println!("health:    {}", s.health);
+    if s.cluster_id.is_empty() {
+        println!("cluster:   - (none yet: waiting for a leader to replicate to this node)");
+    } else {
+        println!("cluster:   {}", s.cluster_id);
+    }
     println!("leader:    {}", opt(s.leader_id));
     println!("term:      {}", s.term);
     println!(

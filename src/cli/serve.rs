@@ -36,7 +36,9 @@ pub struct ServeArgs {
     /// Initial voters, `ID=HOST:PORT,...` (peer ports). Default: this node alone.
     #[arg(long, env = "EVENTSTORE_PEERS")]
     pub peers: Option<String>,
-    /// Data directory (database and snapshots).
+    /// Data directory (database and snapshots). It belongs to one node id
+    /// and one cluster; an existing one is checked read-only first, and a
+    /// corrupt one is refused and left as it is.
     #[arg(long, env = "EVENTSTORE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// TTL in seconds of Global values saved with ttl=0 (0: never expire).

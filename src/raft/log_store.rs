@@ -17,7 +17,7 @@ use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use super::types::{Entry, LogId, TypeConfig, Vote};
 use crate::metrics;
 use crate::store::db::{cf, CF_LOG, CF_LOG_META};
-use crate::store::snapshot::{bincode_decode, bincode_encode};
+use crate::store::snapshot::{bincode_decode, bincode_decode_whole, bincode_encode};
 
 const META_VOTE: &[u8] = b"vote";
 const META_PURGED: &[u8] = b"last_purged";
@@ -65,6 +65,80 @@ impl LogStore {
         let incarnation = crate::random::nonzero_u64();
         self.put_meta(META_IDENTITY, &(node_id, incarnation), true)?;
         Ok(incarnation)
+    }
+
+    /// Reads every record of the log store that a node reads when it
+    /// starts (the vote, the purge point, the committed log id, the data
+    /// directory's identity and cluster id, the first and the last log
+    /// entry) and fails, naming the record, on the first that is not
+    /// exactly what this node writes there.
+    pub fn verify(&self) -> io::Result<()> {
+        let meta = |key: &[u8]| {
+            self.db
+                .get_cf(cf(&self.db, CF_LOG_META), key)
+                .map_err(io::Error::other)
+        };
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the {what} record (column family {CF_LOG_META}) is not valid: {e}"),
+            )
+        };
+        if let Some(b) = meta(META_VOTE)? {
+            bincode_decode_whole::<Vote>(&b).map_err(|e| bad("vote", &e))?;
+        }
+        if let Some(b) = meta(META_PURGED)? {
+            bincode_decode_whole::<LogId>(&b).map_err(|e| bad("last purged log id", &e))?;
+        }
+        if let Some(b) = meta(META_COMMITTED)? {
+            bincode_decode_whole::<LogId>(&b).map_err(|e| bad("committed log id", &e))?;
+        }
+        if let Some(b) = meta(META_IDENTITY)? {
+            bincode_decode_whole::<(u64, u64)>(&b).map_err(|e| bad("identity", &e))?;
+        }
+        crate::store::cluster_id::read(&self.db).map_err(|e| bad("cluster id", &e))?;
+        for mode in [IteratorMode::Start, IteratorMode::End] {
+            if let Some(item) = self.db.iterator_cf(cf(&self.db, CF_LOG), mode).next() {
+                let (k, v) = item.map_err(io::Error::other)?;
+                let index = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes);
+                let entry = bincode_decode_whole::<Entry>(&v);
+                match (index, entry) {
+                    (Ok(index), Ok(e)) if e.index() == index => {}
+                    (Ok(index), Ok(e)) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the log entry at index {index} says it is entry {}",
+                                e.index()
+                            ),
+                        ))
+                    }
+                    (Ok(index), Err(e)) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the log entry at index {index} is not valid: {e}"),
+                        ))
+                    }
+                    (Err(_), _) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("a log entry has a {}-byte key, not 8", k.len()),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this data directory's identity is on record: it is written
+    /// on the node's very first start, before anything else.
+    pub fn has_identity(&self) -> io::Result<bool> {
+        Ok(self
+            .db
+            .get_cf(cf(&self.db, CF_LOG_META), META_IDENTITY)
+            .map_err(io::Error::other)?
+            .is_some())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {

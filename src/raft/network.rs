@@ -11,7 +11,12 @@
 //! status rather than by its words: a peer whose data directory was lost
 //! ([`LOST_DATA_KEY`]) is backed off from and reported at a low rate, and a
 //! leader that answers a vote request with [`REMOVED_KEY`] tells this node
-//! that it is no longer a member ([`Removal`]).
+//! that it is no longer a member ([`Removal`]). A third, a peer of another
+//! cluster ([`FOREIGN_CLUSTER_KEY`]), is logged clearly at a low rate and
+//! backed off from like a peer that lost its data.
+//!
+//! Every message carries this node's id and cluster id; a reply that
+//! names another cluster than this node's is taken for a refusal too.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,8 +37,9 @@ use tonic::transport::{Channel, Endpoint};
 use super::types::{Node, NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::proto::peer::raft_peer_client::RaftPeerClient;
 use crate::proto::peer::{RaftPayload, SnapshotChunk};
+use crate::store::cluster_id::{admits, format_id};
 use crate::store::snapshot::{bincode_decode, bincode_encode};
-use crate::store::Keyspace;
+use crate::store::{ClusterId, Keyspace};
 
 /// Size of each snapshot chunk sent to a follower.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -77,6 +83,17 @@ pub const INCARNATION_KEY: &str = "eventstore-incarnation";
 /// Metadata key on a leader's refusal of a vote or pre-vote request from a
 /// node that is not a member of the cluster (it was removed).
 pub const REMOVED_KEY: &str = "eventstore-removed";
+
+/// Metadata key with a node's cluster id (16 hex digits): on a relayed
+/// request (the sender's), on every answer of the peer port (the
+/// replier's), and on a refusal with [`FOREIGN_CLUSTER_KEY`].
+pub const CLUSTER_ID_KEY: &str = "eventstore-cluster-id";
+
+/// Metadata key with the sending node's id, on a relayed request.
+pub const NODE_ID_KEY: &str = "eventstore-node-id";
+
+/// Metadata key on a refusal of a message from a node of another cluster.
+pub const FOREIGN_CLUSTER_KEY: &str = "eventstore-foreign-cluster";
 
 /// How often the same refusal of a peer that lost its data is logged again,
 /// after the first time.
@@ -201,6 +218,8 @@ pub struct Network {
     transfer: SnapshotTransfer,
     removal: Removal,
     lost_data: LostDataReports,
+    node_id: NodeId,
+    cluster_id: ClusterId,
 }
 
 impl Network {
@@ -215,7 +234,17 @@ impl Network {
             transfer: SnapshotTransfer::default(),
             removal: Removal::default(),
             lost_data: LostDataReports::default(),
+            node_id: 0,
+            cluster_id: ClusterId::default(),
         }
+    }
+
+    /// Names this node (`node_id`, of cluster `cluster_id`) in every
+    /// message.
+    pub fn with_identity(mut self, node_id: NodeId, cluster_id: ClusterId) -> Self {
+        self.node_id = node_id;
+        self.cluster_id = cluster_id;
+        self
     }
 
     /// Records in `removal` a leader's answer that this node is no longer
@@ -246,6 +275,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             removal: self.removal.clone(),
             lost_data: self.lost_data.clone(),
             refused: std::sync::atomic::AtomicBool::new(false),
+            sender: self.node_id,
+            cluster_id: self.cluster_id.clone(),
         }
     }
 }
@@ -260,8 +291,13 @@ pub struct PeerClient {
     transfer: SnapshotTransfer,
     removal: Removal,
     lost_data: LostDataReports,
-    /// The peer refused messages because it lost its data: back off long.
+    /// The peer refused messages because it lost its data, or belongs to
+    /// another cluster: back off long.
     refused: std::sync::atomic::AtomicBool,
+    /// This node's id.
+    sender: NodeId,
+    /// This node's cluster id.
+    cluster_id: ClusterId,
 }
 
 impl PeerClient {
@@ -285,6 +321,8 @@ impl PeerClient {
             target: self.target,
             payload,
             incarnation: self.expected_incarnation(),
+            cluster_id: self.cluster_id.wire(),
+            sender: self.sender,
         });
         req.set_timeout(timeout);
         Ok(req)
@@ -318,6 +356,15 @@ impl PeerClient {
     /// low rate; openraft backs off), or the leader says this node is no
     /// longer a member.
     fn refusal(&self, s: tonic::Status) -> RPCError<TypeConfig> {
+        if s.metadata().contains_key(FOREIGN_CLUSTER_KEY) {
+            let theirs = s
+                .metadata()
+                .get(CLUSTER_ID_KEY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_string();
+            return self.stranger(&theirs, s.message());
+        }
         if s.metadata().contains_key(REMOVED_KEY) {
             if self.removal.set(s.message().to_string()) {
                 tracing::debug!(from = self.target, "told that this node was removed");
@@ -354,6 +401,46 @@ impl PeerClient {
         status_to_rpc_error(s)
     }
 
+    /// The target belongs to cluster `theirs`, not this node's: logged once
+    /// per node and cluster id, then at most every minute, counted, and
+    /// backed off from. `detail` is the peer's own refusal, if it sent one.
+    fn stranger(&self, theirs: &str, detail: &str) -> RPCError<TypeConfig> {
+        self.refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::CLUSTER_ID_MISMATCHES
+            .with_label_values(&["outgoing"])
+            .inc();
+        let ours = self
+            .cluster_id
+            .get()
+            .map(format_id)
+            .unwrap_or_else(|| "?".into());
+        let summary = format!(
+            "node {} at {} belongs to cluster {theirs}, this node (node {}) to cluster {ours}: \
+             a reused address or a data directory from another cluster?",
+            self.target, self.addr, self.sender
+        );
+        if self
+            .lost_data
+            .due(self.target, &format!("cluster {theirs}"))
+        {
+            tracing::warn!(
+                node = self.target,
+                addr = %self.addr,
+                their_cluster = %theirs,
+                our_cluster = %ours,
+                "{summary} It is sent nothing but an occasional retry until it answers as a \
+                 member of cluster {ours}: check which process listens at {} and which data \
+                 directory it runs on (README: Cluster identity). Its answer: {detail} (logged \
+                 once per node and cluster, then at most every {}s)",
+                self.addr,
+                LOST_DATA_REPORT_EVERY.as_secs()
+            );
+        }
+        let e = io::Error::other(summary);
+        RPCError::Unreachable(Unreachable::new(&e))
+    }
+
     /// The incarnation the cluster has on record for the target (0: none).
     fn expected_incarnation(&self) -> u64 {
         self.keyspace
@@ -368,6 +455,11 @@ impl PeerClient {
         r: tonic::Response<RaftPayload>,
     ) -> Result<T, RPCError<TypeConfig>> {
         let r = r.into_inner();
+        // A peer that does not check (an older version) but answers as a
+        // member of another cluster is a stranger all the same.
+        if !admits(self.cluster_id.get(), r.cluster_id) {
+            return Err(self.stranger(&format_id(r.cluster_id), "(its reply named its cluster)"));
+        }
         self.observed.set(self.target, r.incarnation);
         bincode_decode(&r.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
@@ -442,6 +534,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let target = self.target;
         let incarnation = self.expected_incarnation();
+        let cluster_id = self.cluster_id.wire();
+        let sender = self.sender;
         let mut file = tokio::fs::File::from_std(snapshot.snapshot);
         let total = tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::End(0))
             .await
@@ -499,6 +593,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     let chunk = SnapshotChunk {
                         target,
                         incarnation,
+                        cluster_id,
+                        sender,
                         header: header.unwrap_or_default(),
                         data: buf,
                     };

@@ -9,6 +9,11 @@
 //! this node lost its data (or is a new machine under an old id): it
 //! initializes nothing and waits to be added like any other node (README:
 //! Replacing a node). Every other node waits to be contacted.
+//!
+//! The initializing node also chooses the cluster's id, and keeps it in its
+//! data directory before it initializes anything (see
+//! [`crate::store::cluster_id`]); the registrar then records it in the
+//! replicated state.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +26,8 @@ use super::ServeConfig;
 use crate::proto::peer::admin_client::AdminClient;
 use crate::proto::peer::StatusRequest;
 use crate::raft::types::{Node as RaftNode, NodeId, Raft};
+use crate::store::cluster_id::format_id;
+use crate::store::ClusterId;
 
 /// How long one peer may take to say whether it holds a log.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,6 +51,7 @@ enum Peers {
 /// to belong to an existing one, or `stop` turns true.
 pub async fn run(
     raft: Raft,
+    cluster_id: ClusterId,
     cfg: ServeConfig,
     had_state: bool,
     own_addr: String,
@@ -76,7 +84,7 @@ pub async fn run(
         }
         match ask(&others).await {
             Peers::AllEmpty => {
-                initialize(&raft, &cfg, &own_addr).await;
+                initialize(&raft, &cluster_id, &cfg, &own_addr).await;
                 return;
             }
             Peers::HoldsLog(id, addr, last) => {
@@ -162,13 +170,31 @@ async fn peer_log_index(id: NodeId, addr: &str) -> Result<Option<u64>, String> {
     Ok(answer.last_log_index)
 }
 
-async fn initialize(raft: &Raft, cfg: &ServeConfig, own_addr: &str) {
+async fn initialize(raft: &Raft, cluster_id: &ClusterId, cfg: &ServeConfig, own_addr: &str) {
     let members: BTreeMap<NodeId, RaftNode> = cfg
         .peers
         .iter()
         .map(|(id, addr)| (*id, RaftNode::new(addr)))
         .collect();
-    tracing::info!(?members, own_addr, "initializing a new cluster");
+    // The new cluster's id, kept before anything is initialized (a node
+    // that stopped in between keeps the id it chose).
+    let id = match cluster_id.get() {
+        Some(id) => id,
+        None => {
+            let chosen = crate::random::nonzero_u64();
+            if let Err(e) = cluster_id.adopt(chosen) {
+                tracing::error!(error = %e, "storing the new cluster's id failed; not initializing");
+                return;
+            }
+            chosen
+        }
+    };
+    tracing::info!(
+        ?members,
+        own_addr,
+        cluster_id = %format_id(id),
+        "initializing a new cluster"
+    );
     match raft.initialize(members).await {
         Ok(()) => {}
         Err(openraft::error::RaftError::APIError(

@@ -10,10 +10,12 @@
 //! - [`registrar`]: records each member's data-directory incarnation;
 //! - [`vote_guard`]: keeps a node that just started out of elections;
 //! - [`removal`]: a node that was removed learns it and stops serving;
-//! - [`bootstrap`]: forms the cluster on its very first start.
+//! - [`bootstrap`]: forms the cluster on its very first start;
+//! - [`cluster_check`]: refuses peer calls from nodes of another cluster.
 
 pub mod bootstrap;
 pub mod clock;
+pub mod cluster_check;
 pub mod expiry;
 pub mod metrics_http;
 pub mod node;
@@ -137,20 +139,54 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         })?),
         None => None,
     };
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let db = crate::store::db::open(&cfg.data_dir.join("db")).map_err(|e| {
-        let hint = if e.kind() == rocksdb::ErrorKind::Corruption {
-            ": the data directory is corrupt. This node does not start on it and leaves \
-             it as it is; move it aside and replace the node (README: Replacing a node)"
-        } else {
-            ""
-        };
+    // A damaged data directory is refused before anything is written to
+    // it: it is opened read-only first, and every record the node reads at
+    // start is checked, so that it is left exactly as it was found.
+    let db_path = cfg.data_dir.join("db");
+    let corrupt = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!(
-            "opening the database in {}: {e}{hint}",
+            "the data directory {} is corrupt: {e}. This node does not start on it and leaves it \
+             as it is; move it aside and replace the node (README: Replacing a node)",
             cfg.data_dir.display()
         )
+    };
+    crate::store::db::inspect(&db_path, |db| {
+        let damaged = |e: std::io::Error| crate::store::db::OpenError::Damaged(e.to_string());
+        let log = LogStore::new(db.clone());
+        log.verify().map_err(damaged)?;
+        crate::store::state_machine::verify(&Keyspace::new(db.clone())).map_err(damaged)?;
+        // The identity is the first record a node writes. Data files
+        // without it are what a MANIFEST that lost its records leaves:
+        // opened for writing, the database would look new and the files
+        // would be deleted as obsolete.
+        let tables = crate::store::db::table_files(&db_path);
+        if tables > 0 && !log.has_identity().map_err(damaged)? {
+            return Err(crate::store::db::OpenError::Damaged(format!(
+                "the database directory holds {tables} data (SST) files, but the database they \
+                 make up holds none of this node's records, not even its identity: the MANIFEST \
+                 has lost track of them"
+            )));
+        }
+        Ok(())
+    })
+    .map_err(|e| {
+        if e.is_corruption() {
+            corrupt(&e)
+        } else {
+            anyhow::anyhow!("opening the database in {}: {e}", cfg.data_dir.display())
+        }
     })?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let db = crate::store::db::open(&db_path).map_err(|e| {
+        if e.kind() == rocksdb::ErrorKind::Corruption {
+            corrupt(&e)
+        } else {
+            anyhow::anyhow!("opening the database in {}: {e}", cfg.data_dir.display())
+        }
+    })?;
+    let cluster_id = crate::store::ClusterId::load(db.clone())
+        .map_err(|e| corrupt(&format!("reading the cluster id: {e}")))?;
     let keyspace = Keyspace::new(db.clone());
     let snapshot_dir = cfg.data_dir.join("snapshots");
     let timeline = Arc::new(clock::Timeline::new(cfg.node_id));
@@ -161,6 +197,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
             .observe_clock(Arc::new(move |seen: crate::store::ClockSeen| {
                 timeline.observe(seen, std::time::Instant::now())
             }))
+            .with_cluster_id(cluster_id.clone())
+            .context("adopting the cluster id of the replicated state")?
     };
     let log_store = LogStore::new(db.clone());
     {
@@ -190,7 +228,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 stall_timeout: cfg.raft.snapshot_stall_timeout,
                 rate: cfg.raft.snapshot_send_rate,
             })
-            .with_removal(removal.clone()),
+            .with_removal(removal.clone())
+            .with_identity(cfg.node_id, cluster_id.clone()),
         log_store,
         state_machine,
     )
@@ -200,6 +239,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let node = Arc::new(Node {
         id: cfg.node_id,
         incarnation,
+        cluster_id: cluster_id.clone(),
         observed,
         raft: raft.clone(),
         keyspace,
@@ -257,11 +297,19 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 let _ = stop.wait_for(|s| *s).await;
             })
     };
-    let peer = peer::PeerService::new(node.clone(), snapshot_dir, vote_guard);
+    // Only a node that started with an empty data directory adopts the
+    // cluster id of the first leader that replicates to it; one with data
+    // but no id (an older version) adopts the id it applies.
+    let peer = peer::PeerService::new(node.clone(), snapshot_dir, vote_guard)
+        .adopting_cluster_id(!had_state);
     let peer_server = {
         let mut stop = stop_rx.clone();
         tonic::transport::Server::builder()
             .layer(AdmissionLayer::new(admission.clone(), &[RELAYED_PREFIX]))
+            .layer(cluster_check::ClusterCheckLayer::new(
+                cfg.node_id,
+                cluster_id.clone(),
+            ))
             .add_service(
                 RaftPeerServer::new(peer.clone())
                     .max_decoding_message_size(usize::MAX)
@@ -290,6 +338,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
 
     let bootstrapper = tokio::spawn(bootstrap::run(
         raft.clone(),
+        cluster_id,
         cfg.clone(),
         had_state,
         own_addr,

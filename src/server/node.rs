@@ -44,8 +44,10 @@ use crate::config::{DefaultTtls, ExpirySettings, Limits};
 use crate::proto::peer::forward_client::ForwardClient;
 use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
 use crate::raft::network::{Channels, Observed, Removal};
+use crate::raft::network::{CLUSTER_ID_KEY, FOREIGN_CLUSTER_KEY, NODE_ID_KEY};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
-use crate::store::{Applied, Command, Keyspace, Stamp};
+use crate::store::cluster_id::format_id;
+use crate::store::{Applied, ClusterId, Command, Keyspace, Stamp};
 
 use super::clock::Timeline;
 
@@ -55,6 +57,8 @@ pub struct Node {
     pub id: NodeId,
     /// This node's data-directory incarnation.
     pub incarnation: u64,
+    /// The id of the cluster this node belongs to, once known.
+    pub cluster_id: ClusterId,
     /// Incarnations peers reported to this node.
     pub observed: Observed,
     /// The Raft handle.
@@ -570,29 +574,45 @@ impl Node {
             }
             None => None,
         };
+        // So does this node's identity: a node of another cluster at the
+        // leader's address refuses the request.
+        let sender: Vec<(&'static str, tonic::metadata::AsciiMetadataValue)> = [
+            self.cluster_id
+                .get()
+                .and_then(|c| format_id(c).parse().ok())
+                .map(|v| (CLUSTER_ID_KEY, v)),
+            self.id.to_string().parse().ok().map(|v| (NODE_ID_KEY, v)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         fn with_meta<T>(
             msg: T,
             timeout: Duration,
             id: &Option<tonic::metadata::AsciiMetadataValue>,
+            sender: &[(&'static str, tonic::metadata::AsciiMetadataValue)],
         ) -> tonic::Request<T> {
             let mut r = tonic::Request::new(msg);
             r.set_timeout(timeout);
             if let Some(id) = id {
                 r.metadata_mut().insert(REQUEST_ID_HEADER, id.clone());
             }
+            for (k, v) in sender {
+                r.metadata_mut().insert(*k, v.clone());
+            }
             r
         }
         let res = match req.clone() {
             Request::Save(r) => client
-                .save(with_meta(r, timeout, &id))
+                .save(with_meta(r, timeout, &id, &sender))
                 .await
                 .map(|r| Reply::Save(r.into_inner())),
             Request::Load(r) => client
-                .load(with_meta(r, timeout, &id))
+                .load(with_meta(r, timeout, &id, &sender))
                 .await
                 .map(|r| Reply::Load(r.into_inner())),
             Request::Delete(r) => client
-                .delete(with_meta(r, timeout, &id))
+                .delete(with_meta(r, timeout, &id, &sender))
                 .await
                 .map(|r| Reply::Delete(r.into_inner())),
         };
@@ -646,6 +666,14 @@ impl RelayError {
     /// answer (e.g. NOT_FOUND from a node that does not mark its answers).
     fn of(s: &tonic::Status, leader: NodeId) -> Self {
         use tonic::Code;
+        // A node of another cluster holds the leader's address: it refused
+        // the request before reading it.
+        if s.metadata().contains_key(FOREIGN_CLUSTER_KEY) {
+            crate::metrics::CLUSTER_ID_MISMATCHES
+                .with_label_values(&["outgoing"])
+                .inc();
+            return RelayError::NotSent(format!("leader {leader}: {}", s.message()));
+        }
         if s.metadata().contains_key(NOT_LEADER_KEY) {
             return RelayError::NotSent(s.message().to_string());
         }

@@ -13,6 +13,7 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::cluster_check::ClusterCheck;
 use super::node::Node;
 use super::vote_guard::VoteGuard;
 use crate::api::deadline::deadline_of;
@@ -24,6 +25,7 @@ use crate::proto::peer::{
 };
 use crate::raft::network::{decode_snapshot_header, INCARNATION_KEY, LOST_DATA_KEY, REMOVED_KEY};
 use crate::raft::types::{Node as RaftNode, TypeConfig};
+use crate::store::cluster_id::{format_id, Adopted};
 use crate::store::snapshot::{bincode_decode, bincode_encode, incoming_path};
 
 /// The rule for reusing a node id, as the refusal log, `cluster
@@ -39,20 +41,61 @@ pub struct PeerService {
     snapshot_dir: std::path::PathBuf,
     lost_data_reported: Arc<std::sync::atomic::AtomicBool>,
     vote_guard: VoteGuard,
+    cluster: ClusterCheck,
+    adopt_cluster_id: bool,
 }
 
 impl PeerService {
     /// Creates the service; received snapshots are staged in `snapshot_dir`;
     /// votes are refused while `vote_guard` holds.
     pub fn new(node: Arc<Node>, snapshot_dir: std::path::PathBuf, vote_guard: VoteGuard) -> Self {
+        let cluster = ClusterCheck::new(node.id, node.cluster_id.clone());
         PeerService {
             node,
             snapshot_dir,
             lost_data_reported: Arc::default(),
             vote_guard,
+            cluster,
+            adopt_cluster_id: false,
         }
     }
 
+    /// Whether this node, while it knows no cluster id, adopts the id of
+    /// the first leader that replicates to it (a node that started with an
+    /// empty data directory).
+    pub fn adopting_cluster_id(mut self, adopt: bool) -> Self {
+        self.adopt_cluster_id = adopt;
+        self
+    }
+
+    /// Before this node accepts entries or a snapshot from a leader of
+    /// cluster `theirs`: adopts that id, durably, if this node started
+    /// empty and knows none yet. Then its acknowledgement of what it
+    /// receives is never one for a cluster it does not know to belong to.
+    fn adopt_leaders_cluster_id(&self, theirs: u64, leader: u64) -> Result<(), Status> {
+        if !self.adopt_cluster_id || theirs == 0 || self.node.cluster_id.get().is_some() {
+            return Ok(());
+        }
+        match self.node.cluster_id.adopt(theirs) {
+            Ok(Adopted::New) => {
+                tracing::info!(
+                    cluster_id = %format_id(theirs),
+                    leader,
+                    "joined cluster {} (the cluster of leader {leader}, which first replicated \
+                     to this node)",
+                    format_id(theirs)
+                );
+                Ok(())
+            }
+            Ok(Adopted::Same) => Ok(()),
+            // Another leader's id was adopted meanwhile.
+            Ok(Adopted::Other(_)) => self.cluster.check(theirs, Some(leader), None),
+            Err(e) => Err(Status::unavailable(format!(
+                "node {} could not store its cluster id: {e}",
+                self.node.id
+            ))),
+        }
+    }
     /// Serves a vote or pre-vote request: refused without asking openraft
     /// while the vote guard holds (this node started less than one maximum
     /// election timeout ago), otherwise answered by `handler`.
@@ -68,7 +111,7 @@ impl PeerService {
             Output = Result<VoteResponse<TypeConfig>, openraft::error::RaftError<TypeConfig>>,
         >,
     {
-        let rpc: VoteRequest<TypeConfig> = self.decode(req.get_ref())?;
+        let rpc: VoteRequest<TypeConfig> = self.decode(&req)?;
         self.refuse_non_member(rpc.vote.leader_id.node_id)?;
         if !self.vote_guard.refusing() {
             let resp = handler(self.node.raft.clone(), rpc).await.map_err(fatal)?;
@@ -87,11 +130,20 @@ impl PeerService {
         self.reply(&VoteResponse::<TypeConfig>::new(vote, None, false))
     }
 
-    /// Refuses messages meant for another node id, and messages from a
-    /// cluster that knows this node under another incarnation: then this
-    /// node's data directory was lost or replaced, and rejoining as the
-    /// voter it was would break Raft's safety.
-    fn check_target(&self, target: u64, expected_incarnation: u64) -> Result<(), Status> {
+    /// Refuses messages from a node of another cluster, messages meant for
+    /// another node id, and messages from a cluster that knows this node
+    /// under another incarnation: then this node's data directory was lost
+    /// or replaced, and rejoining as the voter it was would break Raft's
+    /// safety.
+    fn check_target(
+        &self,
+        target: u64,
+        expected_incarnation: u64,
+        cluster_id: u64,
+        sender: u64,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<(), Status> {
+        self.cluster.check(cluster_id, Some(sender), remote)?;
         if target != self.node.id {
             return Err(Status::failed_precondition(format!(
                 "message for node {target} reached node {}",
@@ -150,8 +202,18 @@ impl PeerService {
         Err(status)
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, p: &RaftPayload) -> Result<T, Status> {
-        self.check_target(p.target, p.incarnation)?;
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &Request<RaftPayload>,
+    ) -> Result<T, Status> {
+        let p = req.get_ref();
+        self.check_target(
+            p.target,
+            p.incarnation,
+            p.cluster_id,
+            p.sender,
+            req.remote_addr(),
+        )?;
         bincode_decode(&p.payload)
             .map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
     }
@@ -170,7 +232,7 @@ impl PeerService {
         F: FnOnce(crate::raft::types::Raft, Req) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, E>>,
     {
-        let rpc = self.decode(req.get_ref())?;
+        let rpc = self.decode(&req)?;
         let resp = handler(self.node.raft.clone(), rpc).await.map_err(fatal)?;
         self.reply(&resp)
     }
@@ -181,6 +243,8 @@ impl PeerService {
             target: self.node.id,
             payload,
             incarnation: self.node.incarnation,
+            cluster_id: self.node.cluster_id.wire(),
+            sender: self.node.id,
         }))
     }
 }
@@ -226,33 +290,38 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let node = self.node.clone();
-        self.answer(req, |raft, rpc| async move {
-            let r = raft.append_entries(rpc).await;
-            // Anything but a refusal for a higher vote comes from the
-            // leader this node follows: it is in touch with it.
-            if r.as_ref()
-                .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
-            {
-                node.heard_from_leader();
-            }
-            r
-        })
-        .await
+        let theirs = req.get_ref().cluster_id;
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = self.decode(&req)?;
+        self.adopt_leaders_cluster_id(theirs, rpc.vote.leader_id.node_id)?;
+        let r = self.node.raft.append_entries(rpc).await.map_err(fatal)?;
+        // Anything but a refusal for a higher vote comes from the leader
+        // this node follows: it is in touch with it.
+        if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+            self.node.heard_from_leader();
+        }
+        self.reply(&r)
     }
 
     async fn install_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let remote = req.remote_addr();
         let mut stream = req.into_inner();
         let first = stream
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        self.check_target(first.target, first.incarnation)?;
+        self.check_target(
+            first.target,
+            first.incarnation,
+            first.cluster_id,
+            first.sender,
+            remote,
+        )?;
         let (vote, meta) = decode_snapshot_header(&first.header)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        self.adopt_leaders_cluster_id(first.cluster_id, vote.leader_id.node_id)?;
         let path = incoming_path(&self.snapshot_dir);
         let received = receive_snapshot(&path, first.data, &mut stream).await;
         // The open handle keeps the data readable; the name is not needed,
@@ -410,6 +479,12 @@ impl Admin for PeerService {
             members: self.members(),
             digest,
             keys,
+            cluster_id: self
+                .node
+                .cluster_id
+                .get()
+                .map(format_id)
+                .unwrap_or_default(),
         }))
     }
 

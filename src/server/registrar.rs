@@ -4,6 +4,12 @@
 //! that member carries the recorded incarnation, and a member that comes
 //! back with a wiped data directory refuses to rejoin (see
 //! [`crate::server::peer`]).
+//!
+//! It also records the cluster id in the replicated state when none is on
+//! record: the id this leader keeps in its data directory (chosen when the
+//! cluster was initialized), or, in a cluster whose data directories come
+//! from a version without cluster ids, a new random one, which every node
+//! adopts when it applies it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +23,40 @@ use crate::store::Command;
 
 /// Runs until `shutdown` turns true.
 pub async fn run_registrar(node: Arc<Node>, shutdown: watch::Receiver<bool>) {
-    node.every_tick_as_leader(Duration::from_millis(500), shutdown, || {
-        register_members(&node)
+    node.every_tick_as_leader(Duration::from_millis(500), shutdown, || async {
+        record_cluster_id(&node).await;
+        register_members(&node).await;
     })
     .await;
+}
+
+/// Records the cluster id in the replicated state if none is on record.
+async fn record_cluster_id(node: &Node) {
+    match node.keyspace.cluster_id() {
+        Ok(None) => {}
+        Ok(Some(_)) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the replicated cluster id failed");
+            return;
+        }
+    }
+    // Not kept locally here: a leader without an id adopts the recorded
+    // one when it applies it, like every other node, so a leader that
+    // fails before its entry commits leaves no id behind.
+    let id = node
+        .cluster_id
+        .get()
+        .unwrap_or_else(crate::random::nonzero_u64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    match node.write(Command::SetClusterId { id }, deadline).await {
+        Ok(crate::store::Applied::ClusterId { recorded: true }) => tracing::info!(
+            cluster_id = %crate::store::cluster_id::format_id(id),
+            "cluster id recorded in the replicated state"
+        ),
+        Ok(_) => {}
+        Err(Local::NotLeader(_)) => {}
+        Err(Local::Failed(e)) => tracing::debug!(error = %e, "recording the cluster id failed"),
+    }
 }
 
 /// Records the incarnation of every member that has none on record and has

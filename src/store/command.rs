@@ -128,6 +128,13 @@ pub enum Command {
         /// The removed member's node id.
         node: u64,
     },
+    /// Record the cluster's id in the replicated state. The first such
+    /// entry applied wins; later ones change nothing. A node whose data
+    /// directory has no cluster id yet adopts the recorded one.
+    SetClusterId {
+        /// The cluster id (not 0).
+        id: u64,
+    },
     /// Remove up to `limit` values whose deadline is at or before
     /// `max(stamp.time_ms(), replicated clock)`, oldest deadline first, and
     /// up to `limit` expired request-id records. It also moves the
@@ -171,6 +178,7 @@ impl fmt::Display for Command {
                 write!(f, "Register(node={node}, incarnation={incarnation:x})")
             }
             Command::Forget { node } => write!(f, "Forget(node={node})"),
+            Command::SetClusterId { id } => write!(f, "SetClusterId({id:016x})"),
         }
     }
 }
@@ -201,6 +209,11 @@ pub enum Applied {
         /// Whether a record existed.
         existed: bool,
     },
+    /// The cluster id was recorded (`false`: one was already on record).
+    ClusterId {
+        /// Whether this entry recorded it.
+        recorded: bool,
+    },
     /// `count` expired values and `sessions` expired request-id records
     /// were removed.
     Purged {
@@ -218,7 +231,9 @@ impl Command {
             Command::Save { stamp, .. }
             | Command::Delete { stamp, .. }
             | Command::Purge { stamp, .. } => Some(stamp),
-            Command::Register { .. } | Command::Forget { .. } => None,
+            Command::Register { .. } | Command::Forget { .. } | Command::SetClusterId { .. } => {
+                None
+            }
         }
     }
 }

@@ -8,7 +8,9 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 /// Raft log entries, keyed by big-endian index.
 pub const CF_LOG: &str = "log";
-/// Raft log metadata: vote, last purged log id, committed log id.
+/// Raft log metadata: vote, last purged log id, committed log id, and this
+/// data directory's own records: its identity (node id and incarnation)
+/// and its cluster id.
 pub const CF_LOG_META: &str = "log_meta";
 /// Values: encoded location -> 8-byte big-endian deadline followed by the value.
 pub const CF_DATA: &str = "data";
@@ -50,6 +52,113 @@ pub fn open_with(path: &Path, opts: &Options) -> Result<Arc<DB>, rocksdb::Error>
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(opts, path, cfs)?))
+}
+
+/// Why an existing database could not be opened, or was found damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// RocksDB refused it.
+    #[error("{0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Its files or records are not what this node wrote.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl OpenError {
+    /// Whether the database is damaged (as opposed to, say, locked or
+    /// unreadable for lack of permission).
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            OpenError::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
+            OpenError::Damaged(_) => true,
+        }
+    }
+}
+
+/// Opens the database at `path` read-only and hands it to `check`, if
+/// there is one: `None` when `path` does not exist or is an empty
+/// directory (a new node). Nothing in `path` is written, renamed or
+/// created: RocksDB's own diagnostic log goes to a temporary directory,
+/// removed afterwards. A directory that holds files but no `CURRENT` file
+/// is damaged: opening it for writing would create a new, empty database
+/// next to the old files.
+///
+/// Opening replays the write-ahead log in memory, checks the files the
+/// `MANIFEST` lists (each SST file must be there, at its recorded size) and
+/// applies the same recovery rule as [`options`]: damage anywhere but at the
+/// very end of the log is an error.
+pub fn inspect<T>(
+    path: &Path,
+    check: impl FnOnce(&Arc<DB>) -> Result<T, OpenError>,
+) -> Result<Option<T>, OpenError> {
+    let entries: Vec<String> = match std::fs::read_dir(path) {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(OpenError::Damaged(format!(
+                "cannot list {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    if !entries.iter().any(|n| n == "CURRENT") {
+        return Err(OpenError::Damaged(format!(
+            "{} holds {} files but no CURRENT file, which names the database's MANIFEST",
+            path.display(),
+            entries.len()
+        )));
+    }
+    let log_dir = std::env::temp_dir().join(format!(
+        "eventstore-inspect-{}-{:x}",
+        std::process::id(),
+        crate::random::nonzero_u64()
+    ));
+    std::fs::create_dir_all(&log_dir).map_err(|e| {
+        OpenError::Damaged(format!(
+            "creating a temporary directory {} for RocksDB's log: {e}",
+            log_dir.display()
+        ))
+    })?;
+    let mut opts = options();
+    opts.create_if_missing(false);
+    opts.create_missing_column_families(false);
+    opts.set_paranoid_checks(true);
+    opts.set_db_log_dir(&log_dir);
+    let result = DB::open_cf_for_read_only(&opts, path, ALL, false)
+        .map_err(|e| {
+            // A file that CURRENT or the MANIFEST names is not there.
+            if e.kind() == rocksdb::ErrorKind::IOError
+                && e.to_string().contains("No such file or directory")
+            {
+                OpenError::Damaged(format!("a file the database needs is missing: {e}"))
+            } else {
+                OpenError::from(e)
+            }
+        })
+        .and_then(|db| {
+            let db = Arc::new(db);
+            check(&db)
+        });
+    let _ = std::fs::remove_dir_all(&log_dir);
+    result.map(Some)
+}
+
+/// The number of SST (table) files in the database directory `path`.
+pub fn table_files(path: &Path) -> usize {
+    std::fs::read_dir(path)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Looks up a column family this module created.

@@ -98,7 +98,8 @@ impl Keyspace {
     pub fn clock(&self) -> Result<u64, KeyspaceError> {
         match self.db.get_cf(cf(&self.db, CF_SM_META), META_CLOCK)? {
             None => Ok(0),
-            Some(b) => decode_u64(&b).ok_or(KeyspaceError::Corrupt("clock")),
+            Some(b) if b.len() == 8 => decode_u64(&b).ok_or(KeyspaceError::Corrupt("clock")),
+            Some(_) => Err(KeyspaceError::Corrupt("clock")),
         }
     }
 
@@ -262,6 +263,17 @@ impl Keyspace {
                 batch.delete_cf(data, key);
                 Ok(Applied::Forgotten { existed })
             }
+            Command::SetClusterId { id } => {
+                if self.get_raw(CLUSTER_ID_KEY)?.is_some() {
+                    return Ok(Applied::ClusterId { recorded: false });
+                }
+                batch.put_cf(
+                    data,
+                    CLUSTER_ID_KEY,
+                    encode_stored(u64::MAX, &id.to_be_bytes()),
+                );
+                Ok(Applied::ClusterId { recorded: true })
+            }
             Command::Purge { limit, .. } => {
                 let mut count = 0u32;
                 for item in self.db.iterator_cf(expiry, IteratorMode::Start) {
@@ -360,6 +372,41 @@ impl Keyspace {
                 .map(Some)
                 .ok_or(KeyspaceError::Corrupt("member record")),
         }
+    }
+
+    /// The cluster id on record in the replicated state, if any.
+    pub fn cluster_id(&self) -> Result<Option<u64>, KeyspaceError> {
+        match self.get_raw(CLUSTER_ID_KEY)? {
+            None => Ok(None),
+            Some(s) => match decode_u64(&s.value) {
+                Some(id) if id != 0 && s.value.len() == 8 => Ok(Some(id)),
+                _ => Err(KeyspaceError::Corrupt("cluster id record")),
+            },
+        }
+    }
+
+    /// Reads every system record the node reads at start or on every
+    /// message (the cluster id, member incarnations, the request-id count)
+    /// and the clock, and fails on the first that does not have its shape.
+    pub fn verify_system_records(&self) -> Result<(), KeyspaceError> {
+        self.clock()?;
+        self.cluster_id()?;
+        self.session_count()?;
+        let data = cf(&self.db, CF_DATA);
+        let prefix = member_key_prefix();
+        for item in self
+            .db
+            .iterator_cf(data, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if k.len() != prefix.len() + 8 || v.len() != 16 {
+                return Err(KeyspaceError::Corrupt("member record"));
+            }
+        }
+        Ok(())
     }
 
     /// Adds writes that drop the incarnation record of every member not in
@@ -508,6 +555,9 @@ fn session_key(id: &str) -> Vec<u8> {
     k.extend_from_slice(id.as_bytes());
     k
 }
+
+/// The cluster id (a big-endian u64 value). It never expires.
+const CLUSTER_ID_KEY: &[u8] = &[SYSTEM_TAG, b'i'];
 
 /// Prefix of the request-id records' index, ordered by expiry.
 const SESSION_INDEX: &[u8] = &[SYSTEM_TAG, b't'];

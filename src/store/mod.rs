@@ -1,6 +1,7 @@
 //! Storage: the replicated keyspace and everything that turns Raft log
 //! entries into it.
 //!
+//! - [`cluster_id`]: the id that tells one cluster's nodes from another's;
 //! - [`location`]: scopes, keys and their unambiguous byte encoding;
 //! - [`command`]: the log entries ([`Command`]) and their results ([`Applied`]);
 //! - [`keyspace`]: values with deadlines, the expiry index and the logical clock;
@@ -9,6 +10,7 @@
 //! - [`db`]: the RocksDB database and its column families;
 //! - [`types`]: the openraft type configuration over these commands.
 
+pub mod cluster_id;
 pub mod command;
 pub mod db;
 pub mod keyspace;
@@ -17,6 +19,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
+pub use cluster_id::ClusterId;
 pub use command::{Applied, Command, Stamp, MAX_CLOCK_SKEW_MS};
 pub use keyspace::{Keyspace, KeyspaceError, SessionPolicy};
 pub use location::{Location, Scope};

@@ -55,6 +55,20 @@ pub(crate) fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Re
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Like [`bincode_decode`], but bytes left over after the value are an
+/// error too: for checking that a stored record is exactly one value.
+pub(crate) fn bincode_decode_whole<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
+    let (v, used) = bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if used != b.len() {
+        return Err(invalid(format!(
+            "{} bytes left over after the value",
+            b.len() - used
+        )));
+    }
+    Ok(v)
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }

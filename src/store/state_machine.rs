@@ -15,6 +15,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions};
 
+use super::cluster_id::{format_id, Adopted, ClusterId};
 use super::command::{Applied, Command};
 use super::db::{cf, CF_SM_META};
 use super::keyspace::{Keyspace, META_CLOCK};
@@ -50,6 +51,7 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotDir>,
     clock: u64,
     on_clock: Option<ClockObserver>,
+    cluster_id: Option<ClusterId>,
 }
 
 impl StateMachine {
@@ -82,7 +84,42 @@ impl StateMachine {
             snapshots,
             clock,
             on_clock: None,
+            cluster_id: None,
         })
+    }
+
+    /// Keeps `cluster_id` (this node's) in step with the replicated one: a
+    /// node that has none adopts the id the cluster recorded, now if it is
+    /// already applied, otherwise when it applies or installs it.
+    pub fn with_cluster_id(mut self, cluster_id: ClusterId) -> io::Result<Self> {
+        self.cluster_id = Some(cluster_id);
+        self.adopt_replicated_cluster_id()?;
+        Ok(self)
+    }
+
+    /// Adopts the cluster id recorded in the replicated state, if any, as
+    /// this node's own when it has none.
+    fn adopt_replicated_cluster_id(&self) -> io::Result<()> {
+        let Some(local) = &self.cluster_id else {
+            return Ok(());
+        };
+        let Some(recorded) = self.keyspace.cluster_id()? else {
+            return Ok(());
+        };
+        match local.adopt(recorded)? {
+            Adopted::Same => {}
+            Adopted::New => tracing::info!(
+                cluster_id = %format_id(recorded),
+                "adopted the cluster id recorded in the replicated state"
+            ),
+            Adopted::Other(ours) => tracing::error!(
+                "the cluster's replicated state records cluster id {} but this data directory \
+                 belongs to cluster {}; this node keeps its own id",
+                format_id(recorded),
+                format_id(ours)
+            ),
+        }
+        Ok(())
     }
 
     /// Reports every move of the replicated clock to `observer`.
@@ -175,6 +212,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let mut batch = WriteBatch::default();
             let mut seen = None;
+            let sets_cluster_id = matches!(
+                &entry.payload,
+                EntryPayload::Normal(Command::SetClusterId { .. })
+            );
             let result = match &entry.payload {
                 EntryPayload::Blank => Applied::Nothing,
                 // An incarnation is recorded only for a current member: a
@@ -213,6 +254,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             batch.put_cf(meta, META_APPLIED, bincode_encode(&entry.log_id)?);
             db.write_opt(batch, &opts).map_err(io::Error::other)?;
+            if sets_cluster_id {
+                self.adopt_replicated_cluster_id()?;
+            }
             if let (Some(seen), Some(observer)) = (seen, &self.on_clock) {
                 observer(seen);
             }
@@ -256,6 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(io::Error::other)??;
         self.clock = clock;
+        self.adopt_replicated_cluster_id()?;
         timer.observe_duration();
         metrics::SNAPSHOT_INSTALLS.inc();
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
@@ -316,6 +361,36 @@ fn load(ks: &Keyspace, file: &mut File, expected: &SnapshotMeta) -> io::Result<u
     batch.delete_cf(meta_cf, META_INSTALLING);
     db.write_opt(batch, &synced()).map_err(io::Error::other)?;
     Ok(clock)
+}
+
+/// Reads every state-machine record a node reads when it starts (the last
+/// applied log id, the membership, the clock, the cluster id and the
+/// member records) and fails, naming the record, on the first that does
+/// not decode: a node must not start on garbage it would misread.
+pub fn verify(keyspace: &Keyspace) -> io::Result<()> {
+    let db = keyspace.db();
+    let meta = cf(db, CF_SM_META);
+    let read = |key: &[u8]| db.get_cf(meta, key).map_err(io::Error::other);
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the {what} record (column family {CF_SM_META}) is not valid: {e}"),
+        )
+    };
+    if let Some(b) = read(META_APPLIED)? {
+        snapshot::bincode_decode_whole::<LogId>(&b).map_err(|e| bad("last applied log id", &e))?;
+    }
+    if let Some(b) = read(META_MEMBERSHIP)? {
+        snapshot::bincode_decode_whole::<StoredMembership>(&b)
+            .map_err(|e| bad("membership", &e))?;
+    }
+    keyspace.verify_system_records().map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a record of the replicated state is not valid: {e}"),
+        )
+    })?;
+    Ok(())
 }
 
 /// The index of the last entry applied to `keyspace`, read from storage.
