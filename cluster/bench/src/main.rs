@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 struct Args {
     /// EventStore client ports, HOST:PORT, comma-separated (client i uses
     /// the (i mod n)-th).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "replot")]
     eventstore: Vec<String>,
     /// etcd client endpoints, HOST:PORT, comma-separated (client i uses the
     /// (i mod n)-th).
@@ -34,8 +34,8 @@ struct Args {
     etcd: Vec<String>,
     /// Measure the disk's fsync latency in this directory (put it on the
     /// filesystem of the data directories).
-    #[arg(long)]
-    fsync_dir: PathBuf,
+    #[arg(long, required_unless_present = "replot")]
+    fsync_dir: Option<PathBuf>,
     /// How long the fsync probe runs.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     fsync_duration: Duration,
@@ -72,6 +72,10 @@ struct Args {
     /// Free text for the report, e.g. what else ran on the machine.
     #[arg(long, default_value = "")]
     note: String,
+    /// Measure nothing: read a results.json written earlier and write its
+    /// table.md and plots into --out again.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    replot: Option<PathBuf>,
 }
 
 /// One pool of connections per system; a cell of c clients uses the first c.
@@ -112,7 +116,40 @@ fn summary(r: &CellResult) -> String {
     line
 }
 
+/// Writes `table.md` and the plots of `report` into `out`; prints the table.
+fn write_outputs(report: &Report, out: &std::path::Path) -> Result<()> {
+    let table = format!("{}\n{}", report.preamble(), report.markdown());
+    let md = out.join("table.md");
+    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
+    let plots = plot::write_plots(report, out)?;
+    println!("{table}");
+    eprintln!("bench: wrote {}", md.display());
+    for p in plots {
+        eprintln!("bench: wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// `--replot`: redraws the table and plots of an earlier run.
+fn replot(json: &std::path::Path, out: &std::path::Path) -> Result<i32> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let report: Report = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a results.json of eventstore-compare",
+            json.display()
+        )
+    })?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("creating the output directory {}", out.display()))?;
+    write_outputs(&report, out)?;
+    Ok(0)
+}
+
 async fn run(args: Args) -> Result<i32> {
+    if let Some(json) = &args.replot {
+        return replot(json, &args.out);
+    }
     let duration = args.duration.unwrap_or(if args.quick {
         Duration::from_secs(1)
     } else {
@@ -155,7 +192,10 @@ async fn run(args: Args) -> Result<i32> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output directory {}", args.out.display()))?;
 
-    let dir = args.fsync_dir.clone();
+    let dir = args
+        .fsync_dir
+        .clone()
+        .context("--fsync-dir is required to measure")?;
     let fsync_duration = args.fsync_duration;
     let fsync = tokio::task::spawn_blocking(move || fsync::measure(&dir, fsync_duration))
         .await
@@ -276,15 +316,8 @@ async fn run(args: Args) -> Result<i32> {
         serde_json::to_string_pretty(&report).context("encoding the report")? + "\n",
     )
     .with_context(|| format!("writing {}", json.display()))?;
-    let table = format!("{}\n{}", report.preamble(), report.markdown());
-    let md = args.out.join("table.md");
-    std::fs::write(&md, &table).with_context(|| format!("writing {}", md.display()))?;
-    let plots = plot::write_plots(&report, &args.out)?;
-    println!("{table}");
-    eprintln!("bench: wrote {} and {}", json.display(), md.display());
-    for p in plots {
-        eprintln!("bench: wrote {}", p.display());
-    }
+    eprintln!("bench: wrote {}", json.display());
+    write_outputs(&report, &args.out)?;
     if !no_success.is_empty() {
         eprintln!("error: these cells completed no request (see the errors above): {no_success:?}");
         return Ok(1);

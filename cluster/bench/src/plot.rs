@@ -1,4 +1,5 @@
-//! SVG plots of a sweep: `throughput.svg` (ops/s against clients) and
+//! SVG plots of a sweep: `throughput.svg` (ops/s against clients, both
+//! axes logarithmic) and
 //! `latency.svg` (p50, p99 and p99.9 against clients), one panel per
 //! operation and value size, EventStore in blue, etcd in red, the baseline
 //! (EventStore's health check) in grey.
@@ -141,7 +142,7 @@ fn draw_throughput(
     root.fill(&WHITE).map_err(plot_err)?;
     let body = root
         .titled(
-            "ops/s against closed-loop clients (3 nodes each; grey: EventStore health check)",
+            "ops/s (log scale) against closed-loop clients (3 nodes each; grey: EventStore health check)",
             (FONT, 20),
         )
         .map_err(plot_err)?;
@@ -162,18 +163,28 @@ fn draw_throughput(
             .into_iter()
             .map(|s| (s, series(report, s, op, size, |c| c.ops_per_sec)))
             .collect();
-        let y_max = lines
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|p| p.1))
-            .chain(base.iter().map(|p| p.1))
-            .fold(1.0_f64, f64::max)
-            * 1.1;
+        let ys = || {
+            lines
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|p| p.1))
+                .chain(base.iter().map(|p| p.1))
+        };
+        let lowest = ys().fold(f64::INFINITY, f64::min);
+        let y_min = if lowest.is_finite() {
+            lowest.max(1.0)
+        } else {
+            1.0
+        };
+        let y_max = ys().fold(0.0_f64, f64::max).max(y_min * 2.0);
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{} {}", op.label(), size_label(size)), (FONT, 16))
             .margin(8)
             .x_label_area_size(32)
             .y_label_area_size(56)
-            .build_cartesian_2d(x_range(report).log_scale(), 0.0..y_max)
+            .build_cartesian_2d(
+                x_range(report).log_scale(),
+                ((y_min * 0.7)..(y_max * 1.5)).log_scale(),
+            )
             .map_err(plot_err)?;
         chart
             .configure_mesh()
