@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Benchmarks EventStore on this machine: starts a temporary single-node
-# server and a temporary three-node cluster on 127.0.0.1 (free ports, data in
-# a temporary directory), runs `eventstore bench` against each, and stops
-# them. Extra arguments go to `eventstore bench` (e.g. --duration 10s).
+# Benchmarks EventStore against etcd on this machine: starts a temporary
+# three-node EventStore cluster and a temporary three-member etcd on
+# 127.0.0.1 (free ports, data in one temporary directory), runs
+# `eventstore-compare` (cluster/bench) against both, and stops them.
+# Installs Debian's etcd-server when `etcd` is missing. Extra arguments go
+# to eventstore-compare (e.g. --quick, --duration 5s, --out DIR).
+# BENCH_DIR picks where the temporary directory goes (default: $TMPDIR or
+# /tmp); the fsync latency is measured there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "bench: installing etcd-server" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-server >/dev/null
+fi
 # The same build as the tests (see scripts/test.sh), so RocksDB is compiled once.
 cargo build --release --locked --workspace --all-targets
 es=target/release/eventstore
+compare=target/release/eventstore-compare
 
-work=$(mktemp -d)
+work=$(mktemp -d -p "${BENCH_DIR:-${TMPDIR:-/tmp}}" eventstore-bench.XXXXXX)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -23,25 +35,24 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-wait_ready() {
+wait_for() { # NAME LOG COMMAND...: retries COMMAND for 30 s
+  local name=$1 log=$2; shift 2
   for _ in $(seq 1 300); do
-    if "$es" health --server "$1" >/dev/null 2>&1; then return 0; fi
+    if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
-  echo "bench: $1 did not become ready" >&2
+  echo "bench: $name did not become ready; the end of $log:" >&2
+  tail -n 20 "$log" >&2 || true
   return 1
 }
 
-echo "== single node"
-port=$(free_port); peer=$(free_port)
-"$es" serve --listen "127.0.0.1:$port" --peer-listen "127.0.0.1:$peer" --data-dir "$work/single" \
-  --metrics-listen "127.0.0.1:$(free_port)" 2>"$work/single.log" &
-pids+=($!)
-wait_ready "127.0.0.1:$port"
-"$es" bench --server "127.0.0.1:$port" --setup "1 node" "$@"
+etcd_healthy() {
+  python3 -c 'import json, sys, urllib.request
+r = json.load(urllib.request.urlopen(sys.argv[1] + "/health", timeout=1))
+sys.exit(0 if r.get("health") == "true" else 1)' "$1"
+}
 
-echo
-echo "== three nodes (client connected to a follower or the leader, as it happens)"
+echo "== three EventStore nodes" >&2
 declare -a ports peers
 list=""
 for i in 0 1 2; do
@@ -54,5 +65,40 @@ for i in 0 1 2; do
     2>"$work/node-$i.log" &
   pids+=($!)
 done
-for i in 0 1 2; do wait_ready "127.0.0.1:${ports[i]}"; done
-"$es" bench --server "127.0.0.1:${ports[0]}" --setup "3 nodes" "$@"
+
+echo "== three etcd members ($(etcd --version | head -n 1))" >&2
+# Default heartbeat (100 ms) and election timeout (1 s). etcd keeps every
+# revision until it is compacted: keep the last 10,000 and allow an 8 GiB
+# backend, so 64 KiB values do not fill the default 2 GiB quota mid-run.
+declare -a eclient epeer
+initial=""
+for i in 0 1 2; do
+  eclient[i]=$(free_port); epeer[i]=$(free_port)
+  initial="${initial:+$initial,}e$i=http://127.0.0.1:${epeer[i]}"
+done
+for i in 0 1 2; do
+  etcd --name "e$i" --data-dir "$work/etcd-$i" \
+    --listen-client-urls "http://127.0.0.1:${eclient[i]}" \
+    --advertise-client-urls "http://127.0.0.1:${eclient[i]}" \
+    --listen-peer-urls "http://127.0.0.1:${epeer[i]}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${epeer[i]}" \
+    --initial-cluster "$initial" --initial-cluster-state new \
+    --initial-cluster-token "bench-$$" \
+    --auto-compaction-mode revision --auto-compaction-retention 10000 \
+    --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
+    --logger zap --log-level warn \
+    >"$work/etcd-$i.log" 2>&1 &
+  pids+=($!)
+done
+
+for i in 0 1 2; do
+  wait_for "EventStore node $i" "$work/node-$i.log" "$es" health --server "127.0.0.1:${ports[i]}"
+  wait_for "etcd member e$i" "$work/etcd-$i.log" etcd_healthy "http://127.0.0.1:${eclient[i]}"
+done
+
+es_list=""; etcd_list=""
+for i in 0 1 2; do
+  es_list="${es_list:+$es_list,}127.0.0.1:${ports[i]}"
+  etcd_list="${etcd_list:+$etcd_list,}127.0.0.1:${eclient[i]}"
+done
+"$compare" --eventstore "$es_list" --etcd "$etcd_list" --fsync-dir "$work" "$@"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building EventStore needs on a fresh Debian/Ubuntu machine:
-# libclang (for RocksDB's bindings) and a C++ compiler, and what its tests
-# need: Python's venv (the wire-contract check) and libfaketime (the
+# libclang (for RocksDB's bindings), a C++ compiler and protoc (etcd-client,
+# in the benchmark package cluster/bench, compiles etcd's protos with it),
+# and what its tests need: Python's venv (the wire-contract check) and libfaketime (the
 # clock-skew tests shift one node's wall clock). Safe to run again.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
 fi
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # The wire-contract check makes a Python virtualenv.
 if command -v python3 >/dev/null 2>&1; then
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
