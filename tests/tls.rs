@@ -109,6 +109,37 @@ fn es(args: &[&str]) -> Output {
     cmd.args(args).output().expect("run eventstore")
 }
 
+/// Like [`es`] for a command that should exit by itself: killed (and the
+/// test failed) if it still runs after `limit`.
+fn es_bounded(args: &[&str], limit: Duration) -> Output {
+    let mut cmd = Command::new(binary());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("EVENTSTORE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run eventstore");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap");
+            panic!(
+                "eventstore {args:?} still ran after {limit:?}: it did not refuse to start; \
+                 stderr:\n{}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -554,7 +585,7 @@ async fn missing_unreadable_or_mismatched_files_are_refused_at_start() {
             data_s.as_str(),
         ];
         args.extend(flags.iter().copied());
-        let out = es(&args);
+        let out = es_bounded(&args, Duration::from_secs(20));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(code), "{what}: {err}");
         for f in fragments {
