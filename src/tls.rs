@@ -613,3 +613,70 @@ impl ClientFiles {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+
+    fn ca() -> (Issuer<'static, KeyPair>, String) {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        (Issuer::new(params, key), pem)
+    }
+
+    fn issue(issuer: &Issuer<'static, KeyPair>) -> (String, String) {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn peer_files_reload_when_they_change_and_a_bad_change_keeps_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            ca: Some(dir.path().join("ca.crt")),
+        };
+        let write = |(cert, key): &(String, String)| {
+            std::fs::write(&files.cert, cert).unwrap();
+            std::fs::write(&files.key, key).unwrap();
+        };
+        let (cluster, cluster_pem) = ca();
+        std::fs::write(files.ca.as_ref().unwrap(), &cluster_pem).unwrap();
+        write(&issue(&cluster));
+        let source = TlsSource::load(Port::Peer, files.clone()).unwrap();
+        assert_eq!(source.reload(), Reload::Unchanged);
+        assert_eq!(source.generation(), 0);
+
+        // A certificate from another CA does not load: the old one stays,
+        // and the failure is reported once.
+        let (other, _) = ca();
+        write(&issue(&other));
+        match source.reload() {
+            Reload::Failed(e) => assert!(e.contains("is not valid for peers"), "{e}"),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(source.reload(), Reload::Unchanged);
+        assert_eq!(source.generation(), 0);
+
+        // A new certificate from the cluster CA is used, by the server and
+        // for connections to other nodes (a new generation).
+        let before = source.server_config();
+        write(&issue(&cluster));
+        assert_eq!(source.reload(), Reload::Reloaded);
+        assert_eq!(source.generation(), 1);
+        assert_eq!(source.client_config().0, 1);
+        assert!(!Arc::ptr_eq(&before, &source.server_config()));
+    }
+}
