@@ -45,6 +45,7 @@ use crate::proto::protob::{
     DeleteRequest, LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType,
 };
 use crate::store::Scope;
+use crate::tls::ClientFiles;
 
 /// What can go wrong with a client call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +71,9 @@ pub enum Error {
     /// The server address is not usable.
     #[error("bad server address: {0}")]
     BadAddress(String),
+    /// The TLS files (CA, certificate, key) are not usable.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Any other server error.
     #[error("server error ({code:?}): {message}")]
     Server {
@@ -97,8 +101,9 @@ impl Error {
 /// The port of a node's client gRPC service when an address names none.
 pub const DEFAULT_CLIENT_PORT: u16 = 8080;
 
-/// Turns `dns:///host:port`, `http://host:port`, `host:port` or a host
-/// alone (port 8080, the client port) into an `http://` URI.
+/// Turns `dns:///host:port`, `http://host:port`, `https://host:port`,
+/// `host:port` or a host alone (port 8080, the client port) into an
+/// `http://` (or `https://`) URI.
 pub fn server_uri(server: &str) -> Result<String, Error> {
     server_uri_with_port(server, DEFAULT_CLIENT_PORT)
 }
@@ -148,6 +153,31 @@ pub fn server_uri_with_port(server: &str, default_port: u16) -> Result<String, E
     }
 }
 
+/// An endpoint for `uri` (made by [`server_uri`]), not connected yet. It
+/// uses TLS when the URI is `https://` or `tls` names any file; then the
+/// server's certificate must chain to `tls.ca` (without one, to the
+/// system's trusted roots) and name the URI's host, and `tls.cert` and
+/// `tls.key` are presented to a server that asks for a client certificate.
+pub fn endpoint(uri: &str, tls: &ClientFiles) -> Result<Endpoint, Error> {
+    let use_tls = uri.starts_with("https://") || tls.any();
+    let uri = if use_tls {
+        format!("https://{}", authority(uri))
+    } else {
+        uri.to_string()
+    };
+    let endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(|e| Error::BadAddress(format!("{uri:?}: {e}")))?;
+    if !use_tls {
+        return Ok(endpoint);
+    }
+    let config = tls
+        .client_config()
+        .map_err(|e| Error::Tls(format!("{e:#}")))?;
+    endpoint
+        .tls_config(config)
+        .map_err(|e| Error::Tls(format!("{uri}: {e}")))
+}
+
 /// The `HOST:PORT` a URI made by [`server_uri`] connects to.
 pub fn authority(uri: &str) -> &str {
     uri.split_once("://").map(|(_, a)| a).unwrap_or(uri)
@@ -187,6 +217,8 @@ pub struct Client {
     session: Arc<Session>,
     /// `HOST:PORT`, for messages.
     server: Arc<str>,
+    /// Whether the connection uses TLS, for hints in messages.
+    tls: bool,
 }
 
 /// Where this client's request ids come from.
@@ -217,9 +249,20 @@ impl Client {
     /// Prepares a client for `server`; the connection is made on first use
     /// and re-made as needed. Every call is bounded by `timeout`.
     pub fn connect(server: &str, timeout: Duration) -> Result<Self, Error> {
+        Self::connect_with_tls(server, timeout, &ClientFiles::default())
+    }
+
+    /// Like [`Client::connect`], over TLS when `server` is `https://...` or
+    /// `tls` names any file (see [`endpoint`]): the CA the server's
+    /// certificate must chain to, and the client certificate and key for
+    /// a server that requires one (mTLS).
+    pub fn connect_with_tls(
+        server: &str,
+        timeout: Duration,
+        tls: &ClientFiles,
+    ) -> Result<Self, Error> {
         let uri = server_uri(server)?;
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| Error::BadAddress(format!("{server:?}: {e}")))?
+        let endpoint = endpoint(&uri, tls)?
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .tcp_nodelay(true);
         let inner = EventStoreClient::new(endpoint.connect_lazy())
@@ -230,6 +273,7 @@ impl Client {
             timeout,
             session: Arc::new(Session::new(random_client_id())),
             server: authority(&uri).into(),
+            tls: uri.starts_with("https://") || tls.any(),
         })
     }
 
@@ -319,7 +363,14 @@ impl Client {
                 Err(_) => return Err(gave_up(&last)),
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(s)) if s.code() == Code::Unavailable => {
-                    last = Some(describe_status(&s, &self.server));
+                    let why = describe_status(&s, &self.server);
+                    let flags = "--ca (and --cert/--cert-key where the node has --tls-client-ca)";
+                    last = Some(
+                        match crate::tls::client_connection_hint(&why, self.tls, flags) {
+                            Some(hint) => format!("{why} ({hint})"),
+                            None => why,
+                        },
+                    );
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left <= backoff {
                         return Err(gave_up(&last));

@@ -19,6 +19,8 @@
 //! - [`client`]: the Rust client library;
 //! - [`config`]: settings shared by the command line and the server;
 //! - [`random`]: random identifiers (incarnations, client ids);
+//! - [`tls`]: TLS on the gRPC ports (certificate files, reload, handshakes)
+//!   and for clients;
 //! - [`metrics`]: the Prometheus metrics every layer updates;
 //! - [`proto`]: generated protobuf code (the wire contract and the peer protocol).
 //!
@@ -38,3 +40,4 @@ pub mod raft;
 pub mod random;
 pub mod server;
 pub mod store;
+pub mod tls;

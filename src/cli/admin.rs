@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use tonic::transport::Channel;
 
 use super::client::parse_duration;
-use super::connect::{connect, Connected, Failure, Port};
+use super::connect::{connect, Connected, Failure, Port, TlsArgs};
 use crate::proto::peer::admin_client::AdminClient;
 use crate::proto::peer::{AddLearnerRequest, Member, NodeRequest, StatusRequest, StatusResponse};
 use crate::server::peer::ID_REUSE_RULE;
@@ -28,6 +28,10 @@ pub struct Target {
         default_value = "127.0.0.1:9090"
     )]
     pub server: String,
+    /// TLS to the peer port (with peer mTLS on, a certificate from the
+    /// cluster CA: --ca, --cert and --key).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -91,7 +95,13 @@ pub enum ClusterCommand {
 }
 
 async fn admin(t: &Target) -> Result<(AdminClient<Channel>, Connected), Failure> {
-    let c = connect(&t.server, Port::Peer, t.timeout.min(Duration::from_secs(5))).await?;
+    let c = connect(
+        &t.server,
+        Port::Peer,
+        t.timeout.min(Duration::from_secs(5)),
+        &t.tls.files(),
+    )
+    .await?;
     Ok((AdminClient::new(c.channel.clone()), c))
 }
 

@@ -22,7 +22,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::client::parse_duration;
-use super::connect::{connect, Connected, Port};
+use super::connect::{connect, Connected, Port, TlsArgs};
 use crate::client::describe_status;
 use crate::proto::protob::event_store_client::EventStoreClient;
 use crate::proto::protob::{LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType};
@@ -31,9 +31,12 @@ use crate::proto::protob::{LoadRequest, LocationType, SaveRequest, ScopeChoice, 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// A node's client port: `host:port`, `http://host:port`,
-    /// `dns:///host:port`, or a host alone for port 8080.
+    /// `https://host:port`, `dns:///host:port`, or a host alone for port 8080.
     #[arg(long, env = "EVENTSTORE_SERVER", default_value = "127.0.0.1:8080")]
     pub server: String,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// What the setup column says (default: the server address).
     #[arg(long)]
     pub setup: Option<String>,
@@ -233,7 +236,14 @@ async fn run_phase(phase: Phase, channel: &Channel, addr: &str, args: &BenchArgs
 
 /// Runs the benchmark; returns the exit code.
 pub async fn run(args: BenchArgs) -> i32 {
-    let conn: Connected = match connect(&args.server, Port::Client, Duration::from_secs(5)).await {
+    let conn: Connected = match connect(
+        &args.server,
+        Port::Client,
+        Duration::from_secs(5),
+        &args.tls.files(),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(f) => {
             eprintln!("error: {}", f.message);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::connect::{connect, Port};
+use super::connect::{connect, ClientTlsArgs, Port, TlsArgs};
 use crate::client::{Client, Error};
 use crate::store::Scope;
 
@@ -54,10 +54,13 @@ pub enum ScopeArg {
 /// Flags of `eventstore client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server: `host:port`, `http://host:port`, `dns:///host:port`, or a
-    /// host alone for port 8080.
+    /// Server: `host:port`, `http://host:port`, `https://host:port`,
+    /// `dns:///host:port`, or a host alone for port 8080.
     #[arg(long, env = "EVENTSTORE_SERVER", default_value = "localhost:8080")]
     pub server: String,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// save, load or delete.
     #[arg(long, value_enum)]
     pub command: ClientCommand,
@@ -93,9 +96,12 @@ pub struct ClientArgs {
 #[derive(Debug, Args)]
 pub struct HealthArgs {
     /// A node's client port: `host:port`, `http://host:port`,
-    /// `dns:///host:port`, or a host alone for port 8080.
+    /// `https://host:port`, `dns:///host:port`, or a host alone for port 8080.
     #[arg(long, env = "EVENTSTORE_SERVER", default_value = "127.0.0.1:8080")]
     pub server: String,
+    /// TLS to the server.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Give up after this long.
     #[arg(long, env = "EVENTSTORE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -129,7 +135,7 @@ fn exit_code(e: &Error) -> i32 {
         Error::NotFound(_) => EXIT_NOT_FOUND,
         Error::InvalidArgument(_) | Error::TooLarge(_) => EXIT_INVALID,
         Error::Unavailable(_) | Error::Timeout(_) => EXIT_UNAVAILABLE,
-        Error::BadAddress(_) => EXIT_USAGE,
+        Error::BadAddress(_) | Error::Tls(_) => EXIT_USAGE,
         Error::Server { .. } => EXIT_FAILURE,
     }
 }
@@ -157,7 +163,7 @@ pub async fn run(args: ClientArgs) -> i32 {
         eprintln!("error: {msg}");
         return EXIT_USAGE;
     }
-    let client = match Client::connect(&args.server, args.timeout) {
+    let client = match Client::connect_with_tls(&args.server, args.timeout, &args.tls.files()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -231,7 +237,7 @@ pub async fn health(args: HealthArgs) -> i32 {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let check = async {
-        let c = connect(&args.server, Port::Client, args.timeout).await?;
+        let c = connect(&args.server, Port::Client, args.timeout, &args.tls.files()).await?;
         let mut req = tonic::Request::new(HealthCheckRequest {
             service: String::new(),
         });

@@ -6,14 +6,77 @@
 //! `protob.EventStore` and gRPC health, for `client`, `health` and
 //! `bench`; the peer port (`--peer-listen`, default 9090) serves the Raft
 //! RPCs, relays and the admin service, for `cluster`.
+//!
+//! Either port may require TLS; `--ca`, `--cert` and `--key` ([`TlsArgs`])
+//! say how to connect to it.
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use std::path::PathBuf;
+
+use clap::Args;
+use tonic::transport::Channel;
 
 use super::client::{EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE};
 use crate::api::error::connection_refused;
-use crate::client::{authority, describe_status, server_uri_with_port};
+use crate::client::{authority, describe_status, endpoint, server_uri_with_port};
+use crate::tls::ClientFiles;
+
+/// TLS flags of `health`, `bench` and `cluster`. Any of them (or an
+/// `https://` address) makes the connection use TLS.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM CA certificates the node's certificate must chain to (default:
+    /// the system's trusted roots). Turns TLS on.
+    #[arg(long, env = "EVENTSTORE_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for a port with mTLS (the peer port with
+    /// --peer-tls-*, the client port with --tls-client-ca). Needs --key.
+    #[arg(long, env = "EVENTSTORE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert (also --cert-key, as in `eventstore client`).
+    #[arg(long, visible_alias = "cert-key", env = "EVENTSTORE_CERT_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files, for the connection.
+    pub fn files(&self) -> ClientFiles {
+        ClientFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// TLS flags of `client`, whose `--key` is the value's key: the
+/// certificate's key is `--cert-key` there.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientTlsArgs {
+    /// PEM CA certificates the node's certificate must chain to (default:
+    /// the system's trusted roots). Turns TLS on.
+    #[arg(long, env = "EVENTSTORE_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for a client port with mTLS
+    /// (--tls-client-ca). Needs --cert-key.
+    #[arg(long, env = "EVENTSTORE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "EVENTSTORE_CERT_KEY")]
+    pub cert_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The files, for the connection.
+    pub fn files(&self) -> ClientFiles {
+        ClientFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.cert_key.clone(),
+        }
+    }
+}
 
 /// Which of a node's two ports a command talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,18 +138,26 @@ pub struct Connected {
     pub addr: String,
     /// The port kind the command expects.
     pub port: Port,
+    /// Whether the connection uses TLS.
+    pub tls: bool,
 }
 
-/// Connects to `server` (`HOST`, `HOST:PORT`, `http://...`, `dns:///...`;
-/// a host alone gets `port`'s default), within `timeout`.
-pub async fn connect(server: &str, port: Port, timeout: Duration) -> Result<Connected, Failure> {
+/// Connects to `server` (`HOST`, `HOST:PORT`, `http://...`, `https://...`,
+/// `dns:///...`; a host alone gets `port`'s default), within `timeout`,
+/// over TLS when the address is `https://` or `tls` names any file.
+pub async fn connect(
+    server: &str,
+    port: Port,
+    timeout: Duration,
+    tls: &ClientFiles,
+) -> Result<Connected, Failure> {
     let uri = server_uri_with_port(server, port.default_port()).map_err(|e| Failure {
         message: e.to_string(),
         code: EXIT_USAGE,
     })?;
     let addr = authority(&uri).to_string();
-    let endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| Failure {
-        message: format!("bad server address {server:?}: {e}"),
+    let endpoint = endpoint(&uri, tls).map_err(|e| Failure {
+        message: e.to_string(),
         code: EXIT_USAGE,
     })?;
     let endpoint = endpoint.connect_timeout(timeout).tcp_nodelay(true);
@@ -100,7 +171,11 @@ pub async fn connect(server: &str, port: Port, timeout: Duration) -> Result<Conn
                     port.describe()
                 )
             } else {
-                format!("cannot connect to {addr}: {}", chain(&e))
+                let text = chain(&e);
+                match tls_hint(&text, port, uri.starts_with("https://") || tls.any()) {
+                    Some(hint) => format!("cannot connect to {addr}: {text} ({hint})"),
+                    None => format!("cannot connect to {addr}: {text}"),
+                }
             };
             return Err(Failure {
                 message,
@@ -118,7 +193,18 @@ pub async fn connect(server: &str, port: Port, timeout: Duration) -> Result<Conn
         channel,
         addr,
         port,
+        tls: uri.starts_with("https://") || tls.any(),
     })
+}
+
+/// A hint for a failed connection that looks like TLS on one side only,
+/// or a certificate the other side does not accept.
+fn tls_hint(error: &str, port: Port, used_tls: bool) -> Option<String> {
+    let flags = match port {
+        Port::Client => "--ca (and --cert/--key where the node has --tls-client-ca)",
+        Port::Peer => "--ca, --cert and --key with a certificate from the cluster CA",
+    };
+    crate::tls::client_connection_hint(error, used_tls, flags)
 }
 
 /// An error with the errors that caused it.
@@ -156,10 +242,12 @@ impl Connected {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => EXIT_UNAVAILABLE,
             _ => EXIT_FAILURE,
         };
-        Failure {
-            message: format!("{} ({:?})", describe_status(s, &self.addr), s.code()),
-            code,
-        }
+        let text = describe_status(s, &self.addr);
+        let message = match tls_hint(&text, self.port, self.tls) {
+            Some(hint) => format!("{text} ({:?}; {hint})", s.code()),
+            None => format!("{text} ({:?})", s.code()),
+        };
+        Failure { message, code }
     }
 
     /// Whether the node answers on this connection as a `port` port.

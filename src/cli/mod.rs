@@ -38,7 +38,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (with no flags: a single-node store on 0.0.0.0:8080, data in ./data).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Save, load or delete a value.
     Client(client::ClientArgs),
     /// Exit 0 if the node at --server reports SERVING, 1 otherwise.
@@ -70,7 +70,7 @@ pub fn main() -> i32 {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Client(args) => client::run(args).await,
             Command::Health(args) => client::health(args).await,
             Command::Cluster(cmd) => admin::run(cmd).await,

@@ -11,6 +11,7 @@ use clap::Args;
 
 use crate::config::{DefaultTtls, ExpirySettings, Limits, RaftSettings};
 use crate::server::ServeConfig;
+use crate::tls::TlsFiles;
 
 /// Flags of `eventstore serve`.
 #[derive(Debug, Args)]
@@ -98,6 +99,64 @@ pub struct ServeArgs {
     /// The most expired values one purge entry removes.
     #[arg(long, env = "EVENTSTORE_PURGE_BATCH", default_value_t = ExpirySettings::default().purge_batch)]
     pub purge_batch: u32,
+    /// TLS on the client port: PEM certificate chain (with --tls-key).
+    #[arg(long, env = "EVENTSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS on the client port: PEM private key of --tls-cert.
+    #[arg(long, env = "EVENTSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// mTLS on the client port: PEM CA certificates; clients must present a
+    /// certificate that chains to one of them (needs --tls-cert, --tls-key).
+    #[arg(long, env = "EVENTSTORE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// mTLS on the peer port: this node's PEM certificate chain, presented
+    /// to and by other nodes and `eventstore cluster` (with --peer-tls-key
+    /// and --peer-tls-ca; set on every node or on none).
+    #[arg(long, env = "EVENTSTORE_PEER_TLS_CERT")]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// mTLS on the peer port: PEM private key of --peer-tls-cert.
+    #[arg(long, env = "EVENTSTORE_PEER_TLS_KEY")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// mTLS on the peer port: the cluster CA (PEM); every certificate on
+    /// the peer port, in either direction, must chain to it.
+    #[arg(long, env = "EVENTSTORE_PEER_TLS_CA")]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// How often the TLS files are re-read, in milliseconds; changed
+    /// certificates are used for new connections without a restart.
+    #[arg(long, env = "EVENTSTORE_TLS_RELOAD_MS", default_value_t = 5000)]
+    pub tls_reload_ms: u64,
+}
+
+/// The client port's TLS files from the flags, checking which go together.
+fn client_tls_files(args: &ServeArgs) -> anyhow::Result<Option<TlsFiles>> {
+    match (&args.tls_cert, &args.tls_key, &args.tls_client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), ca) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        (None, None, Some(_)) => {
+            bail!("--tls-client-ca needs --tls-cert and --tls-key: mTLS is TLS with client certificates")
+        }
+        _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+    }
+}
+
+/// The peer port's TLS files from the flags: all three or none.
+fn peer_tls_files(args: &ServeArgs) -> anyhow::Result<Option<TlsFiles>> {
+    match (&args.peer_tls_cert, &args.peer_tls_key, &args.peer_tls_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: Some(ca.clone()),
+        })),
+        _ => bail!(
+            "--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together: peer TLS is always \
+             mutual, so give all three or none"
+        ),
+    }
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -225,6 +284,9 @@ impl ServeArgs {
                 purge_batch: self.purge_batch,
             },
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            tls: client_tls_files(self)?,
+            peer_tls: peer_tls_files(self)?,
+            tls_reload_every: Duration::from_millis(self.tls_reload_ms.max(100)),
         })
     }
 }

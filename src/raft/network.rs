@@ -40,6 +40,7 @@ use crate::proto::peer::{RaftPayload, SnapshotChunk};
 use crate::store::cluster_id::{admits, format_id};
 use crate::store::snapshot::{bincode_decode, bincode_encode};
 use crate::store::{ClusterId, Keyspace};
+use crate::tls::TlsSource;
 
 /// Size of each snapshot chunk sent to a follower.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -151,25 +152,63 @@ impl LostDataReports {
 }
 
 /// A pool of gRPC channels to peers, keyed by address. Shared by the Raft
-/// network and by request forwarding.
+/// network and by request forwarding. With peer mTLS, every channel
+/// presents this node's peer certificate and checks the other node's
+/// against the cluster CA; when the certificate files are reloaded, new
+/// channels are made with the new ones.
 #[derive(Clone, Default)]
 pub struct Channels {
-    inner: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<Mutex<HashMap<String, (u64, Channel)>>>,
+    tls: Option<Arc<TlsSource>>,
 }
 
 impl Channels {
-    /// The channel to `addr` (`HOST:PORT` or a URI), created on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = map.get(addr) {
-            return Ok(ch.clone());
+    /// Channels that use peer mTLS from `tls` (`None`: plaintext).
+    pub fn with_tls(tls: Option<Arc<TlsSource>>) -> Self {
+        Channels {
+            inner: Arc::default(),
+            tls,
         }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let ch = Endpoint::from_shared(uri)?
+    }
+
+    /// An endpoint for `addr` (`HOST:PORT` or a URI) with this node's peer
+    /// TLS settings, not connected yet.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        self.endpoint_with(addr).map(|(_, e)| e)
+    }
+
+    fn endpoint_with(&self, addr: &str) -> Result<(u64, Endpoint), tonic::transport::Error> {
+        let host_port = addr.split_once("://").map(|(_, a)| a).unwrap_or(addr);
+        match &self.tls {
+            None => {
+                let uri = if addr.contains("://") {
+                    addr.to_string()
+                } else {
+                    format!("http://{addr}")
+                };
+                Ok((0, Endpoint::from_shared(uri)?))
+            }
+            Some(tls) => {
+                let (generation, config) = tls.client_config();
+                let endpoint =
+                    Endpoint::from_shared(format!("https://{host_port}"))?.tls_config(config)?;
+                Ok((generation, endpoint))
+            }
+        }
+    }
+
+    /// The channel to `addr` (`HOST:PORT` or a URI), created on first use
+    /// (and again after the peer certificate files were reloaded).
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let generation = self.tls.as_ref().map(|t| t.generation()).unwrap_or(0);
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((made, ch)) = map.get(addr) {
+            if *made == generation {
+                return Ok(ch.clone());
+            }
+        }
+        let (generation, endpoint) = self.endpoint_with(addr)?;
+        let ch = endpoint
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             // Notice a dead peer (or leader) within about two seconds.
@@ -177,9 +216,30 @@ impl Channels {
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true)
             .connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
+        map.insert(addr.to_string(), (generation, ch.clone()));
         Ok(ch)
     }
+}
+
+/// An error of a call to another node, with its causes, and a hint when it
+/// looks like TLS set up differently on the two nodes.
+pub fn describe_peer_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    if let Some(hint) = crate::tls::peer_connection_hint(&text) {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
+    }
+    text
 }
 
 /// The incarnation each peer reported in its latest reply, and when.
@@ -468,7 +528,10 @@ impl PeerClient {
 /// Maps a gRPC failure to what openraft should do about it: back off from
 /// an unreachable peer, or retry after a plain network error.
 fn status_to_rpc_error(s: tonic::Status) -> RPCError<TypeConfig> {
+    let described = describe_peer_error(&s);
+    let hinted = crate::tls::peer_connection_hint(&described).is_some();
     match s.code() {
+        _ if hinted => RPCError::Unreachable(Unreachable::new(&io::Error::other(described))),
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             RPCError::Unreachable(Unreachable::new(&s))
         }

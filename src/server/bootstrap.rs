@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::ServeConfig;
 use crate::proto::peer::admin_client::AdminClient;
 use crate::proto::peer::StatusRequest;
+use crate::raft::network::{describe_peer_error, Channels};
 use crate::raft::types::{Node as RaftNode, NodeId, Raft};
 use crate::store::cluster_id::format_id;
 use crate::store::ClusterId;
@@ -55,6 +56,7 @@ pub async fn run(
     cfg: ServeConfig,
     had_state: bool,
     own_addr: String,
+    channels: Channels,
     mut stop: watch::Receiver<bool>,
 ) {
     if had_state {
@@ -82,7 +84,7 @@ pub async fn run(
             tracing::info!("this node was added to the cluster");
             return;
         }
-        match ask(&others).await {
+        match ask(&channels, &others).await {
             Peers::AllEmpty => {
                 initialize(&raft, &cluster_id, &cfg, &own_addr).await;
                 return;
@@ -124,9 +126,13 @@ fn joined(raft: &Raft) -> bool {
     m.last_log_index.is_some() || m.membership_config.membership().nodes().next().is_some()
 }
 
-async fn ask(peers: &[(NodeId, String)]) -> Peers {
-    let answers =
-        futures::future::join_all(peers.iter().map(|(id, addr)| peer_log_index(*id, addr))).await;
+async fn ask(channels: &Channels, peers: &[(NodeId, String)]) -> Peers {
+    let answers = futures::future::join_all(
+        peers
+            .iter()
+            .map(|(id, addr)| peer_log_index(channels, *id, addr)),
+    )
+    .await;
     let mut unknown = Vec::new();
     for ((id, addr), answer) in peers.iter().zip(answers) {
         match answer {
@@ -144,25 +150,25 @@ async fn ask(peers: &[(NodeId, String)]) -> Peers {
 
 /// The last log index peer `id` at `addr` reports (`None`: it holds no
 /// log), or why it gave no definite answer.
-async fn peer_log_index(id: NodeId, addr: &str) -> Result<Option<u64>, String> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let ch = tonic::transport::Endpoint::from_shared(uri)
+async fn peer_log_index(
+    channels: &Channels,
+    id: NodeId,
+    addr: &str,
+) -> Result<Option<u64>, String> {
+    let ch = channels
+        .endpoint(addr)
         .map_err(|e| format!("bad address: {e}"))?
         .connect_timeout(PROBE_TIMEOUT)
         .timeout(PROBE_TIMEOUT)
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", describe_peer_error(&e)))?;
     let mut req = tonic::Request::new(StatusRequest {});
     req.set_timeout(PROBE_TIMEOUT);
     let answer = AdminClient::new(ch)
         .log_state(req)
         .await
-        .map_err(|s| format!("no answer: {:?}: {}", s.code(), s.message()))?
+        .map_err(|s| format!("no answer: {:?}: {}", s.code(), describe_peer_error(&s)))?
         .into_inner();
     if answer.node_id != id {
         return Err(format!("answered as node {}", answer.node_id));

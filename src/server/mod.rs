@@ -51,8 +51,13 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{Channels, Network, Observed, Removal, SnapshotTransfer};
 use crate::raft::types::{NodeId, Raft};
 use crate::store::{Keyspace, StateMachine};
+use crate::tls::{TlsFiles, TlsSource};
 use node::Node;
 use vote_guard::VoteGuard;
+
+/// A gRPC server running on plaintext or TLS connections.
+type ServerFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 /// How long a stopping node waits for open connections to finish.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -86,6 +91,12 @@ pub struct ServeConfig {
     pub expiry: ExpirySettings,
     /// Deadline for requests that carry none.
     pub request_timeout: Duration,
+    /// TLS on the client port (`None`: plaintext).
+    pub tls: Option<TlsFiles>,
+    /// mTLS on the peer port, both directions (`None`: plaintext).
+    pub peer_tls: Option<TlsFiles>,
+    /// How often the TLS files are re-read.
+    pub tls_reload_every: Duration,
 }
 
 fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
@@ -127,6 +138,20 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     // creating anything: a refused start leaves the data directory as it
     // was, and a busy port fails fast.
     let raft_config = Arc::new(raft_config(&cfg.raft)?);
+    let client_tls = match &cfg.tls {
+        Some(files) => Some(
+            TlsSource::load(crate::tls::Port::Client, files.clone())
+                .context("TLS on the client port")?,
+        ),
+        None => None,
+    };
+    let peer_tls = match &cfg.peer_tls {
+        Some(files) => Some(
+            TlsSource::load(crate::tls::Port::Peer, files.clone())
+                .context("mTLS on the peer port")?,
+        ),
+        None => None,
+    };
     let client_listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the client port {}", cfg.listen))?;
@@ -217,7 +242,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         .identity(cfg.node_id)
         .context("reading this data directory's identity")?;
 
-    let channels = Channels::default();
+    let channels = Channels::with_tls(peer_tls.clone());
     let observed = Observed::default();
     let removal = Removal::default();
     let raft = Raft::new(
@@ -284,7 +309,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let admission = Arc::new(Admission::new(cfg.max_in_flight, cfg.max_in_flight_bytes));
     let client_server = {
         let mut stop = stop_rx.clone();
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .layer(AdmissionLayer::new(admission.clone(), &[CLIENT_PREFIX]))
             .add_service(health_service)
             .add_service(reflection)
@@ -292,10 +317,21 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 EventStoreServer::new(EventStoreService::new(node.clone(), admission.clone()))
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(max_msg),
-            ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            ));
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let served: ServerFuture = match &client_tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::tls::incoming(client_listener, tls.clone(), stop_rx.clone()),
+                stopped,
+            )),
+            None => Box::pin(
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped),
+            ),
+        };
+        served
     };
     // Only a node that started with an empty data directory adopts the
     // cluster id of the first leader that replicates to it; one with data
@@ -304,7 +340,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         .adopting_cluster_id(!had_state);
     let peer_server = {
         let mut stop = stop_rx.clone();
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .layer(AdmissionLayer::new(admission.clone(), &[RELAYED_PREFIX]))
             .layer(cluster_check::ClusterCheckLayer::new(
                 cfg.node_id,
@@ -321,10 +357,20 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     .max_encoding_message_size(max_msg),
             )
             .add_service(AdminServer::new(peer))
-            .add_service(peer_reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            .add_service(peer_reflection);
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let served: ServerFuture = match &peer_tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::tls::incoming(peer_listener, tls.clone(), stop_rx.clone()),
+                stopped,
+            )),
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped),
+            ),
+        };
+        served
     };
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
@@ -333,8 +379,19 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         listen = %cfg.listen,
         peer_listen = %cfg.peer_listen,
         data_dir = %cfg.data_dir.display(),
+        client_tls = match (&cfg.tls, cfg.tls.as_ref().and_then(|t| t.ca.as_ref())) {
+            (None, _) => "off",
+            (Some(_), None) => "TLS",
+            (Some(_), Some(_)) => "mTLS",
+        },
+        peer_tls = if cfg.peer_tls.is_some() { "mTLS" } else { "off" },
         "eventstore node started"
     );
+    let tls_watcher = tokio::spawn(crate::tls::watch_files(
+        client_tls.iter().chain(peer_tls.iter()).cloned().collect(),
+        cfg.tls_reload_every,
+        stop_rx.clone(),
+    ));
 
     let bootstrapper = tokio::spawn(bootstrap::run(
         raft.clone(),
@@ -342,6 +399,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         cfg.clone(),
         had_state,
         own_addr,
+        node.channels.clone(),
         stop_rx.clone(),
     ));
     let elections = tokio::spawn(vote_guard::release_elections(
@@ -416,6 +474,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         let _ = task.await;
     }
     let _ = removal_task.await;
+    let _ = tls_watcher.await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "Raft did not shut down cleanly");
     }

@@ -18,6 +18,7 @@ use eventstore::proto::protob::event_store_client::EventStoreClient;
 use eventstore::proto::protob::{
     DeleteRequest, LoadRequest, LocationType, SaveRequest, ScopeChoice, ScopeType,
 };
+use eventstore::tls::ClientFiles;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
@@ -84,6 +85,10 @@ pub struct Server {
     /// Extra environment of the process (e.g. libfaketime's variables).
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// How this harness connects to the client port (`None`: plaintext).
+    pub client_tls: Option<ClientFiles>,
+    /// How this harness connects to the peer port (`None`: plaintext).
+    pub peer_tls: Option<ClientFiles>,
 }
 
 impl Server {
@@ -145,7 +150,30 @@ impl Server {
             args,
             env: Vec::new(),
             child: None,
+            client_tls: None,
+            peer_tls: None,
         }
+    }
+
+    /// Makes the harness connect to the client port and the peer port with
+    /// these TLS files (for a node started with TLS flags).
+    pub fn use_tls(&mut self, client: Option<ClientFiles>, peer: Option<ClientFiles>) {
+        self.client_tls = client;
+        self.peer_tls = peer;
+    }
+
+    /// An endpoint for the client port, over TLS if [`Server::use_tls`] said so.
+    pub fn client_endpoint(&self) -> tonic::transport::Endpoint {
+        let files = self.client_tls.clone().unwrap_or_default();
+        eventstore::client::endpoint(&format!("http://{}", self.addr()), &files)
+            .expect("client endpoint")
+    }
+
+    /// An endpoint for the peer port, over TLS if [`Server::use_tls`] said so.
+    pub fn peer_endpoint(&self) -> tonic::transport::Endpoint {
+        let files = self.peer_tls.clone().unwrap_or_default();
+        eventstore::client::endpoint(&format!("http://{}", self.peer_addr()), &files)
+            .expect("peer endpoint")
     }
 
     /// Sets an environment variable for the process (from its next start).
@@ -275,9 +303,7 @@ impl Server {
 
     /// A raw client of the wire contract.
     pub async fn client(&self) -> EventStoreClient<Channel> {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr()))
-            .unwrap()
-            .connect_lazy();
+        let ch = self.client_endpoint().connect_lazy();
         EventStoreClient::new(ch)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX)
@@ -285,9 +311,7 @@ impl Server {
 
     /// The admin service on the peer port.
     pub async fn admin(&self) -> AdminClient<Channel> {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.peer_addr()))
-            .unwrap()
-            .connect_lazy();
+        let ch = self.peer_endpoint().connect_lazy();
         AdminClient::new(ch)
     }
 
@@ -301,8 +325,8 @@ impl Server {
     pub async fn is_ready(&self) -> bool {
         use tonic_health::pb::health_client::HealthClient;
         use tonic_health::pb::HealthCheckRequest;
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr()))
-            .unwrap()
+        let ch = self
+            .client_endpoint()
             .connect_timeout(Duration::from_millis(200))
             .timeout(Duration::from_secs(2))
             .connect()

@@ -9,6 +9,15 @@
   check_manifests.py consistency RENDERED_YAML COMPOSE_FILE KUSTOMIZE_DIR
       Cross-check names, selectors, ports, peers and hardening between the
       rendered manifests and the compose file.
+  check_manifests.py render-component RENDERED_YAML COMPONENT_DIR
+      Print RENDERED_YAML with the kustomize Component's StatefulSet patches
+      merged in (fallback when kubectl is not installed: containers, env,
+      volumeMounts and volumes merged by name, as a strategic merge does).
+  check_manifests.py tls RENDERED_WITH_COMPONENT COMPONENT_DIR
+      Check the TLS component: every TLS file the node and the command line
+      are given lies in a read-only Secret mount, the peer trio is complete,
+      and the cert-manager example issues those Secrets with the names and
+      usages the nodes need.
 
 Exit status is non-zero when any check fails.
 """
@@ -265,6 +274,127 @@ def cmd_consistency(rendered, compose_file, kdir):
     return finish(c)
 
 
+# ---------------------------------------------------------------- TLS component
+
+def merge_named(base, patch, key):
+    """Merges list items by `key`, as a strategic merge patch does."""
+    out = [dict(x) for x in base]
+    for item in patch:
+        for i, x in enumerate(out):
+            if x.get(key) == item.get(key):
+                out[i] = {**x, **item}
+                break
+        else:
+            out.append(item)
+    return out
+
+
+def cmd_render_component(rendered, cdir):
+    docs = load_docs(rendered)
+    comp = load_docs(os.path.join(cdir, "kustomization.yaml"))[0]
+    if comp.get("kind") != "Component" or comp.get("apiVersion") != "kustomize.config.k8s.io/v1alpha1":
+        raise SystemExit(f"{cdir}: not a kustomize Component")
+    for p in comp.get("patches", []):
+        target = p.get("target", {})
+        patch = load_docs(os.path.join(cdir, p["path"]))[0]
+        for d in docs:
+            if d["kind"] != target.get("kind") or d["metadata"]["name"] != target.get("name"):
+                continue
+            pod = d["spec"]["template"]["spec"]
+            ppod = patch["spec"]["template"]["spec"]
+            for pc in ppod.get("containers", []):
+                for c in pod["containers"]:
+                    if c["name"] == pc["name"]:
+                        c["env"] = merge_named(pc.get("env", []), c.get("env", []), "name")
+                        c["volumeMounts"] = merge_named(c.get("volumeMounts", []),
+                                                        pc.get("volumeMounts", []), "mountPath")
+            pod["volumes"] = merge_named(pod.get("volumes", []), ppod.get("volumes", []), "name")
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
+    return 0
+
+
+def host_matches(pattern, host):
+    if pattern.startswith("*."):
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == host
+
+
+def cmd_tls(rendered, cdir):
+    c = Checker()
+    docs = load_docs(rendered)
+    sts = next((d for d in docs if d["kind"] == "StatefulSet"), None)
+    if not c.check(sts is not None, "StatefulSet rendered with the component"):
+        return finish(c)
+    pod = sts["spec"]["template"]["spec"]
+    ctr = next(x for x in pod["containers"] if x["name"] == "eventstore")
+    env = env_map(ctr)
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = ctr.get("volumeMounts", [])
+
+    def secret_of(path):
+        """(secret name, key) of the Secret mount that holds `path`."""
+        for m in mounts:
+            prefix = m["mountPath"].rstrip("/") + "/"
+            if path.startswith(prefix) and m.get("readOnly") is True:
+                vol = volumes.get(m["name"], {})
+                if "secret" in vol:
+                    return vol["secret"].get("secretName"), path[len(prefix):]
+        return None, None
+
+    files = ["EVENTSTORE_TLS_CERT", "EVENTSTORE_TLS_KEY", "EVENTSTORE_PEER_TLS_CERT",
+             "EVENTSTORE_PEER_TLS_KEY", "EVENTSTORE_PEER_TLS_CA", "EVENTSTORE_CA",
+             "EVENTSTORE_CERT", "EVENTSTORE_CERT_KEY"]
+    optional = ["EVENTSTORE_TLS_CLIENT_CA"]
+    secrets = {}
+    for name in files + optional:
+        if name not in env:
+            if name not in optional:
+                c.check(False, f"{name} is set")
+            continue
+        secret, key = secret_of(env[name])
+        c.check(secret is not None and key in ("tls.crt", "tls.key", "ca.crt"),
+                f"{name}={env[name]} is tls.crt, tls.key or ca.crt of a read-only Secret mount")
+        if secret:
+            secrets.setdefault(secret, set()).add(name)
+    peer = {secret_of(env.get(n, ""))[0] for n in
+            ("EVENTSTORE_PEER_TLS_CERT", "EVENTSTORE_PEER_TLS_KEY", "EVENTSTORE_PEER_TLS_CA")}
+    c.check(len(peer) == 1 and None not in peer, "the peer certificate, key and CA come from one Secret")
+    cli = {secret_of(env.get(n, ""))[0] for n in ("EVENTSTORE_CA", "EVENTSTORE_CERT", "EVENTSTORE_CERT_KEY")}
+    c.check(cli == peer, "the command line in the pod uses the peer certificate (for `cluster`)")
+    for v in volumes.values():
+        if "secret" in v:
+            mode = v["secret"].get("defaultMode")
+            c.check(mode is not None and mode & 0o007 == 0, f"volume {v['name']}: keys not readable by others")
+
+    examples = os.path.join(cdir, "examples", "cert-manager.yaml")
+    certs = {d["spec"]["secretName"]: d for d in load_docs(examples)
+             if d.get("apiVersion") == "cert-manager.io/v1" and d.get("kind") == "Certificate"}
+    issuers = {d["metadata"]["name"] for d in load_docs(examples)
+               if d.get("apiVersion") == "cert-manager.io/v1" and d.get("kind") == "Issuer"}
+    for d in certs.values():
+        ref = d["spec"].get("issuerRef", {})
+        c.check(ref.get("kind") == "Issuer" and ref.get("name") in issuers,
+                f"Certificate {d['metadata']['name']}: issued by an Issuer of the example")
+    for secret in secrets:
+        c.check(secret in certs, f"Secret {secret} is made by a Certificate of the example")
+    peer_secret = next(iter(peer)) if len(peer) == 1 else None
+    pc = certs.get(peer_secret, {}).get("spec", {})
+    usages = set(pc.get("usages", []))
+    c.check({"server auth", "client auth"} <= usages,
+            "the peer Certificate allows server auth and client auth (it is presented both ways)")
+    hosts = [p.split("=", 1)[1].rsplit(":", 1)[0] for p in env.get("EVENTSTORE_PEERS", "").split(",") if "=" in p]
+    names = pc.get("dnsNames", [])
+    c.check(bool(hosts) and all(any(host_matches(n, h) for n in names) for h in hosts),
+            f"the peer Certificate names every host in EVENTSTORE_PEERS ({', '.join(hosts)})")
+    c.check("127.0.0.1" in pc.get("ipAddresses", []), "the peer Certificate names 127.0.0.1 (the CLI in a pod)")
+    client_secret = secret_of(env.get("EVENTSTORE_TLS_CERT", ""))[0]
+    cc = certs.get(client_secret, {}).get("spec", {})
+    c.check("eventstore" in cc.get("dnsNames", []) and "server auth" in cc.get("usages", []),
+            "the client-port Certificate names the client Service and allows server auth")
+    return finish(c)
+
+
 def finish(c):
     print(f"consistency: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
@@ -283,6 +413,10 @@ def main(argv):
         if not versions or not files:
             raise SystemExit("usage: schema --k8s-version V [...] FILE...")
         return cmd_schema(versions, files)
+    if len(argv) == 4 and argv[1] == "render-component":
+        return cmd_render_component(argv[2], argv[3])
+    if len(argv) == 4 and argv[1] == "tls":
+        return cmd_tls(argv[2], argv[3])
     if len(argv) == 5 and argv[1] == "consistency":
         return cmd_consistency(argv[2], argv[3], argv[4])
     raise SystemExit(__doc__)

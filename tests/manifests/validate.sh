@@ -9,8 +9,11 @@
 #      K8S_VERSIONS (default "1.28.0 1.37.0"),
 #   3. checks names, selectors, ports, peers and hardening for consistency,
 #      including cluster/docker-compose.yml,
-#   4. proves the checks can fail: broken manifests must be rejected,
-#   5. runs `compose config` on the compose file when a compose tool exists.
+#   4. renders deploy/kubernetes with the TLS component
+#      (components/tls), validates it against the schemas, and checks that
+#      the Secrets, mounts, environment and cert-manager example fit,
+#   5. proves the checks can fail: broken manifests must be rejected,
+#   6. runs `compose config` on the compose file when a compose tool exists.
 #
 # Tools are installed from tests/manifests/requirements.txt into a cached venv:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/eventstore-ci/venv
@@ -96,7 +99,32 @@ fi
 step "consistency (manifests and compose)"
 "${VPY}" "${CHECK}" consistency "${RENDERED}" "${COMPOSE_FILE}" "${KDIR}" || fail "consistency checks"
 
-# --- 4. the checks must be able to fail ---------------------------------------
+# --- 4. the TLS component ------------------------------------------------------
+step "TLS component (components/tls)"
+CDIR="${KDIR}/components/tls"
+TLS_RENDERED="${WORK}/rendered-tls.yaml"
+if [[ -n "${KUBECTL}" ]] && command -v "${KUBECTL}" >/dev/null 2>&1; then
+    # kustomize takes only relative paths to other kustomizations.
+    mkdir -p -- "${WORK}/overlay"
+    cat >"${WORK}/overlay/kustomization.yaml" <<YAML
+resources:
+  - $(realpath --relative-to="${WORK}/overlay" "${KDIR}")
+components:
+  - $(realpath --relative-to="${WORK}/overlay" "${CDIR}")
+YAML
+    if "${KUBECTL}" kustomize "${WORK}/overlay" >"${TLS_RENDERED}"; then
+        echo "rendered base + component with kubectl kustomize"
+    else
+        fail "${KUBECTL} kustomize base + components/tls"
+    fi
+else
+    echo "kubectl not found: merging the component's patches into the resources"
+    "${VPY}" "${CHECK}" render-component "${RENDERED}" "${CDIR}" >"${TLS_RENDERED}" || fail "render components/tls"
+fi
+"${VPY}" "${CHECK}" schema "${schema_args[@]}" "${TLS_RENDERED}" || fail "schema validation with components/tls"
+"${VPY}" "${CHECK}" tls "${TLS_RENDERED}" "${CDIR}" || fail "TLS component checks"
+
+# --- 5. the checks must be able to fail ---------------------------------------
 step "negative checks (each broken input must be rejected)"
 # expect_reject WHAT PATTERN CMD...: CMD must fail, and its output must contain
 # PATTERN (so a broken input is rejected for the intended reason).
@@ -169,7 +197,19 @@ sed 's/RUST_LOG: info/RUST_LOG: debug/' "${COMPOSE_FILE}" >"${WORK}/bad-compose.
 expect_reject "compose environment differing from the StatefulSet" "FAIL compose eventstore-0: same environment" \
     "${VPY}" "${CHECK}" consistency "${RENDERED}" "${WORK}/bad-compose.yml" "${KDIR}"
 
-# --- 5. compose file ---------------------------------------------------------
+mkdir -p -- "${WORK}/bad-tls/examples"
+cp -- "${CDIR}/kustomization.yaml" "${CDIR}/statefulset-tls.yaml" "${WORK}/bad-tls/"
+sed '/- client auth/d' "${CDIR}/examples/cert-manager.yaml" >"${WORK}/bad-tls/examples/cert-manager.yaml"
+expect_reject "peer Certificate without client auth" "FAIL the peer Certificate allows server auth and client auth" \
+    "${VPY}" "${CHECK}" tls "${TLS_RENDERED}" "${WORK}/bad-tls"
+sed 's/readOnly: true/readOnly: false/' "${TLS_RENDERED}" >"${WORK}/bad-tls-mount.yaml"
+expect_reject "TLS Secret mounted writable" "FAIL EVENTSTORE_PEER_TLS_KEY=/etc/eventstore/tls/peer/tls.key is tls.crt" \
+    "${VPY}" "${CHECK}" tls "${WORK}/bad-tls-mount.yaml" "${CDIR}"
+sed 's/\*\.eventstore-peers"/*.eventstore-peer"/' "${CDIR}/examples/cert-manager.yaml" >"${WORK}/bad-tls/examples/cert-manager.yaml"
+expect_reject "peer Certificate without the pods' names" "FAIL the peer Certificate names every host" \
+    "${VPY}" "${CHECK}" tls "${TLS_RENDERED}" "${WORK}/bad-tls"
+
+# --- 6. compose file ---------------------------------------------------------
 step "compose file"
 compose_cmd=()
 if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then

@@ -449,12 +449,13 @@ pub async fn execute_with_client(
 ///   indeterminate.
 /// - INTERNAL, UNKNOWN → indeterminate (see above); any other code →
 ///   unexpected.
-/// - A bad address → failed (nothing was sent).
+/// - A bad address or unusable TLS files → failed (nothing was sent).
 pub fn classify_client_error(kind: Kind, e: &ClientError) -> (Outcome, String) {
     let (outcome, label) = match e {
         ClientError::InvalidArgument(_) => (Outcome::Failed, "client:invalid-argument".into()),
         ClientError::TooLarge(_) => (Outcome::Failed, "client:too-large".into()),
         ClientError::BadAddress(_) => (Outcome::Failed, "client:bad-address".into()),
+        ClientError::Tls(_) => (Outcome::Failed, "client:tls".into()),
         ClientError::NotFound(_) if kind == Kind::Load => {
             // The caller reads this as "absent"; never reached from it.
             (Outcome::Ok, "client:not-found".into())
