@@ -45,11 +45,17 @@ pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
 /// write that finishes it: if present, the keyspace is half-installed.
 pub(crate) const META_INSTALLING: &[u8] = b"installing";
 
-pub(crate) fn bincode_encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
+/// Encodes `v` as every record of the node's own formats is encoded
+/// (bincode, standard configuration): log entries, log metadata, peer
+/// messages, snapshot headers. Public for tests and the fuzz targets.
+pub fn bincode_encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(io::Error::other)
 }
 
-pub(crate) fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
+/// Decodes what [`bincode_encode`] made; bytes that are not such a record
+/// are an [`io::ErrorKind::InvalidData`] error. Public for tests and the
+/// fuzz targets, which feed it untrusted bytes.
+pub fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
     bincode::serde::decode_from_slice(b, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -307,10 +313,11 @@ impl SnapshotWriter {
     }
 }
 
-/// Reads a whole snapshot file from its start and checks it: magic, header,
+/// Reads a whole snapshot file (or any seekable reader: the fuzz target
+/// passes bytes in memory) from its start and checks it: magic, header,
 /// every record's framing, the end marker, the record count, the checksum,
 /// and that nothing follows. Returns what the file holds.
-pub fn verify(file: &mut File) -> io::Result<Verified> {
+pub fn verify<F: Read + Seek>(file: &mut F) -> io::Result<Verified> {
     let mut records = 0u64;
     let (meta, clock) = read(file, |_, _| {
         records += 1;
@@ -330,8 +337,8 @@ pub fn verify(file: &mut File) -> io::Result<Verified> {
 /// for every (key, stored value). Fails, after the last record, unless the
 /// trailer (end marker, count, checksum) is whole and correct; callers that
 /// must not act on a damaged file [`verify`] it first.
-pub fn read(
-    file: &mut File,
+pub fn read<F: Read + Seek>(
+    file: &mut F,
     mut record: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
 ) -> io::Result<(SnapshotMeta, u64)> {
     file.seek(SeekFrom::Start(0))?;
