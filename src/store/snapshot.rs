@@ -55,10 +55,47 @@ pub fn bincode_encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
 /// Decodes what [`bincode_encode`] made; bytes that are not such a record
 /// are an [`io::ErrorKind::InvalidData`] error. Public for tests and the
 /// fuzz targets, which feed it untrusted bytes.
+///
+/// What the decoder may allocate is bounded by the size of `b`: bincode
+/// allocates a string's declared length before reading it, so 35 bytes
+/// that declare a 4 GiB string would otherwise ask for 4 GiB (and abort
+/// the node where there is not that much memory). bincode counts what a
+/// decode claims (every number at its in-memory width, every string at
+/// its length) against a limit; a real record never claims more than
+/// [`CLAIM_PER_BYTE`] bytes per byte of its encoding, so the limit is the
+/// smallest of a ladder of powers of four above that.
 pub fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
+    let claim = b.len().saturating_mul(CLAIM_PER_BYTE);
+    // bincode's limit is a type parameter: one instantiation per rung.
+    macro_rules! ladder {
+        ($($shift:literal)*) => {
+            $(
+                if claim <= 1usize << $shift {
+                    return decode_within::<T, { 1usize << $shift }>(b);
+                }
+            )*
+        };
+    }
+    ladder!(10 12 14 16 18 20 22 24 26 28 30 32 34 36 38 40 42 44 46 48 50 52 54 56 58 60 62);
+    decode_within::<T, { usize::MAX }>(b)
+}
+
+/// The most bytes a bincode decode claims per byte of input for a real
+/// record: a number is claimed at its width (8 bytes for a `u64`, 16 for
+/// a `u128`) and may be encoded in one byte; a string claims its length
+/// plus 8 and is encoded in at least its length plus 1.
+const CLAIM_PER_BYTE: usize = 16;
+
+fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(b: &[u8]) -> io::Result<T> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard().with_limit::<LIMIT>())
         .map(|(v, _)| v)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        .map_err(|e| match e {
+            bincode::error::DecodeError::LimitExceeded => invalid(format!(
+                "the {}-byte record declares more data than it holds",
+                b.len()
+            )),
+            e => io::Error::new(io::ErrorKind::InvalidData, e),
+        })
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
