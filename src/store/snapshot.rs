@@ -45,14 +45,57 @@ pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
 /// write that finishes it: if present, the keyspace is half-installed.
 pub(crate) const META_INSTALLING: &[u8] = b"installing";
 
-pub(crate) fn bincode_encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
+/// Encodes `v` as every record of the node's own formats is encoded
+/// (bincode, standard configuration): log entries, log metadata, peer
+/// messages, snapshot headers. Public for tests and the fuzz targets.
+pub fn bincode_encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(io::Error::other)
 }
 
-pub(crate) fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
+/// Decodes what [`bincode_encode`] made; bytes that are not such a record
+/// are an [`io::ErrorKind::InvalidData`] error. Public for tests and the
+/// fuzz targets, which feed it untrusted bytes.
+///
+/// What the decoder may allocate is bounded by the size of `b`: bincode
+/// allocates a string's declared length before reading it, so 35 bytes
+/// that declare a 4 GiB string would otherwise ask for 4 GiB (and abort
+/// the node where there is not that much memory). bincode counts what a
+/// decode claims (every number at its in-memory width, every string at
+/// its length) against a limit; a real record never claims more than
+/// [`CLAIM_PER_BYTE`] bytes per byte of its encoding, so the limit is the
+/// smallest of a ladder of powers of four above that.
+pub fn bincode_decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
+    let claim = b.len().saturating_mul(CLAIM_PER_BYTE);
+    // bincode's limit is a type parameter: one instantiation per rung.
+    macro_rules! ladder {
+        ($($shift:literal)*) => {
+            $(
+                if claim <= 1usize << $shift {
+                    return decode_within::<T, { 1usize << $shift }>(b);
+                }
+            )*
+        };
+    }
+    ladder!(10 12 14 16 18 20 22 24 26 28 30 32 34 36 38 40 42 44 46 48 50 52 54 56 58 60 62);
+    decode_within::<T, { usize::MAX }>(b)
+}
+
+/// The most bytes a bincode decode claims per byte of input for a real
+/// record: a number is claimed at its width (8 bytes for a `u64`, 16 for
+/// a `u128`) and may be encoded in one byte; a string claims its length
+/// plus 8 and is encoded in at least its length plus 1.
+const CLAIM_PER_BYTE: usize = 16;
+
+fn decode_within<T: serde::de::DeserializeOwned, const LIMIT: usize>(b: &[u8]) -> io::Result<T> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard().with_limit::<LIMIT>())
         .map(|(v, _)| v)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        .map_err(|e| match e {
+            bincode::error::DecodeError::LimitExceeded => invalid(format!(
+                "the {}-byte record declares more data than it holds",
+                b.len()
+            )),
+            e => io::Error::new(io::ErrorKind::InvalidData, e),
+        })
 }
 
 /// Like [`bincode_decode`], but bytes left over after the value are an
@@ -321,10 +364,11 @@ impl SnapshotWriter {
     }
 }
 
-/// Reads a whole snapshot file from its start and checks it: magic, header,
+/// Reads a whole snapshot file (or any seekable reader: the fuzz target
+/// passes bytes in memory) from its start and checks it: magic, header,
 /// every record's framing, the end marker, the record count, the checksum,
 /// and that nothing follows. Returns what the file holds.
-pub fn verify(file: &mut File) -> io::Result<Verified> {
+pub fn verify<F: Read + Seek>(file: &mut F) -> io::Result<Verified> {
     let mut records = 0u64;
     let (meta, clock) = read(file, |_, _| {
         records += 1;
@@ -344,8 +388,8 @@ pub fn verify(file: &mut File) -> io::Result<Verified> {
 /// for every (key, stored value). Fails, after the last record, unless the
 /// trailer (end marker, count, checksum) is whole and correct; callers that
 /// must not act on a damaged file [`verify`] it first.
-pub fn read(
-    file: &mut File,
+pub fn read<F: Read + Seek>(
+    file: &mut F,
     mut record: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
 ) -> io::Result<(SnapshotMeta, u64)> {
     file.seek(SeekFrom::Start(0))?;
