@@ -77,6 +77,8 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// The most bytes of request payload held at once.
     pub max_in_flight_bytes: usize,
+    /// RocksDB's block cache, shared by all column families.
+    pub cache_bytes: usize,
     /// Initial voters: id -> peer address (`HOST:PORT`). Must contain `node_id`.
     pub peers: BTreeMap<NodeId, String>,
     /// Where the database and snapshots live.
@@ -203,7 +205,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     })?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let db = crate::store::db::open(&db_path).map_err(|e| {
+    let db = crate::store::db::open_sized(&db_path, cfg.cache_bytes).map_err(|e| {
         if e.kind() == rocksdb::ErrorKind::Corruption {
             corrupt(&e)
         } else {
