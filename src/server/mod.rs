@@ -36,7 +36,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::api::admission::{Admission, AdmissionLayer, CLIENT_PREFIX, RELAYED_PREFIX};
@@ -77,6 +77,8 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// The most bytes of request payload held at once.
     pub max_in_flight_bytes: usize,
+    /// RocksDB's block cache, shared by all column families.
+    pub cache_bytes: usize,
     /// Initial voters: id -> peer address (`HOST:PORT`). Must contain `node_id`.
     pub peers: BTreeMap<NodeId, String>,
     /// Where the database and snapshots live.
@@ -203,7 +205,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     })?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let db = crate::store::db::open(&db_path).map_err(|e| {
+    let db = crate::store::db::open_sized(&db_path, cfg.cache_bytes).map_err(|e| {
         if e.kind() == rocksdb::ErrorKind::Corruption {
             corrupt(&e)
         } else {
@@ -326,10 +328,9 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 crate::tls::incoming(client_listener, tls.clone(), stop_rx.clone()),
                 stopped,
             )),
-            None => Box::pin(
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped),
-            ),
+            None => {
+                Box::pin(router.serve_with_incoming_shutdown(incoming(client_listener), stopped))
+            }
         };
         served
     };
@@ -366,9 +367,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 crate::tls::incoming(peer_listener, tls.clone(), stop_rx.clone()),
                 stopped,
             )),
-            None => Box::pin(
-                router.serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), stopped),
-            ),
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming(peer_listener), stopped)),
         };
         served
     };
@@ -583,5 +582,32 @@ async fn report_health(
             _ = tokio::time::sleep(HEALTH_EVERY) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The plaintext connections a gRPC port accepts on `listener`, with
+/// Nagle's algorithm off (`TCP_NODELAY`): an answer goes out as soon as it
+/// is written, instead of waiting for the peer's delayed ACK. A TLS port
+/// accepts through [`crate::tls::incoming`], which does the same.
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    /// Accepted connections have Nagle's algorithm off. With it on, an
+    /// answer written in two pieces (HTTP/2 headers, then data) waits for
+    /// the client's delayed ACK, about 40 ms, whenever the client has no
+    /// request of its own in flight on that connection.
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "Nagle's algorithm is on");
     }
 }

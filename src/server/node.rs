@@ -370,20 +370,24 @@ impl Node {
     /// First checks, from the leader's lease (or one heartbeat round, at
     /// most one lease long), that a quorum still follows this leader: a
     /// leader cut off from its quorum answers UNAVAILABLE without proposing
-    /// anything, instead of leaving the write's outcome unknown.
+    /// anything, instead of leaving the write's outcome unknown. While the
+    /// published metrics already show a fresh quorum acknowledgement, the
+    /// check costs no message to the Raft core.
     pub async fn write(&self, cmd: Command, deadline: Instant) -> Result<Applied, Local> {
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .min(self.read_lease);
-        match self
-            .raft
-            .get_read_linearizer(
-                LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(wait),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) => return Err(self.linearizer_error(e)),
+        if !self.leads_with_fresh_quorum() {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.read_lease);
+            match self
+                .raft
+                .get_read_linearizer(
+                    LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(wait),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => return Err(self.linearizer_error(e)),
+            }
         }
         // Waiting for the lease may have used up the deadline: then the
         // answer is a definite refusal, not a write of unknown outcome.
@@ -471,6 +475,21 @@ impl Node {
                 self.id
             ))),
         }
+    }
+
+    /// Whether the latest metrics the Raft core published show this node
+    /// leading with a quorum acknowledgement younger than the read lease.
+    ///
+    /// The metrics can only lag the core, so a `true` here rests on an
+    /// acknowledgement that really happened: the same fact the lease check
+    /// inside the core would find. A write then goes straight to
+    /// `client_write`, without a round trip through the core for the check;
+    /// when the answer is `false` (a follower, or a leader whose quorum is
+    /// silent) the write asks the core, which may run a heartbeat round.
+    fn leads_with_fresh_quorum(&self) -> bool {
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        m.current_leader == Some(self.id) && self.quorum_in_touch(&m)
     }
 
     /// Whether this node currently believes it is the leader.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 
 /// Raft log entries, keyed by big-endian index.
 pub const CF_LOG: &str = "log";
@@ -40,17 +40,44 @@ pub fn options() -> Options {
     opts
 }
 
-/// Opens (creating if needed) the node's database at `path`.
+/// The block cache a node gives RocksDB unless told otherwise
+/// (`--cache-mib`), in MiB.
+pub const DEFAULT_CACHE_MIB: usize = 64;
+
+/// Opens (creating if needed) the node's database at `path`, with the
+/// default block cache.
 pub fn open(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
-    open_with(path, &options())
+    open_sized(path, DEFAULT_CACHE_MIB << 20)
+}
+
+/// Opens (creating if needed) the node's database at `path` with a block
+/// cache of `cache_bytes`.
+pub fn open_sized(path: &Path, cache_bytes: usize) -> Result<Arc<DB>, rocksdb::Error> {
+    open_inner(path, &options(), cache_bytes)
 }
 
 /// Opens the database at `path` with `opts` (from [`options`], perhaps
-/// with statistics turned on).
+/// with statistics turned on) and the default block cache.
 pub fn open_with(path: &Path, opts: &Options) -> Result<Arc<DB>, rocksdb::Error> {
-    let cfs = ALL
-        .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    open_inner(path, opts, DEFAULT_CACHE_MIB << 20)
+}
+
+/// Every column family reads through one LRU block cache of `cache_bytes`
+/// that also holds the tables' index and filter blocks, so the memory
+/// RocksDB uses for reading stays within it however many keys are stored.
+/// With the memtables' bound (see [`options`]) this sizes the database's
+/// memory explicitly.
+fn open_inner(path: &Path, opts: &Options, cache_bytes: usize) -> Result<Arc<DB>, rocksdb::Error> {
+    let cache = Cache::new_lru_cache(cache_bytes);
+    let cfs = ALL.iter().map(|name| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        ColumnFamilyDescriptor::new(*name, cf_opts)
+    });
     Ok(Arc::new(DB::open_cf_descriptors(opts, path, cfs)?))
 }
 
@@ -166,4 +193,24 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     // Every name in ALL is created by `open`; a missing one is a programming error.
     db.cf_handle(name)
         .unwrap_or_else(|| panic!("column family {name} is created by store::db::open"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--cache-mib` reaches RocksDB: every column family reads through
+    /// one cache of exactly that size, which also holds index and filter
+    /// blocks.
+    #[test]
+    fn every_column_family_reads_through_one_cache_of_the_given_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_sized(&dir.path().join("db"), 8 << 20).unwrap();
+        for name in ALL {
+            let capacity = db
+                .property_int_value_cf(cf(&db, name), "rocksdb.block-cache-capacity")
+                .unwrap();
+            assert_eq!(capacity, Some(8 << 20), "column family {name}");
+        }
+    }
 }
