@@ -109,6 +109,8 @@ fn payload<T: serde::Serialize>(tag: u8, msg: &T) -> Vec<u8> {
         target: 2,
         payload: bincode_encode(msg).unwrap(),
         incarnation: 0x5eed,
+        cluster_id: 0,
+        sender: 0,
     };
     tagged(tag, p.encode_to_vec())
 }
@@ -311,6 +313,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             SnapshotChunk {
                 target: 2,
                 incarnation: 0x5eed,
+                cluster_id: 0,
+                sender: 0,
                 header: bincode_encode(&(vote, snapshot_meta())).unwrap(),
                 data: b"ESSNAP02".to_vec(),
             }

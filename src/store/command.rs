@@ -128,13 +128,6 @@ pub enum Command {
         /// The removed member's node id.
         node: u64,
     },
-    /// Record the cluster's id in the replicated state. The first such
-    /// entry applied wins; later ones change nothing. A node whose data
-    /// directory has no cluster id yet adopts the recorded one.
-    SetClusterId {
-        /// The cluster id (not 0).
-        id: u64,
-    },
     /// Remove up to `limit` values whose deadline is at or before
     /// `max(stamp.time_ms(), replicated clock)`, oldest deadline first, and
     /// up to `limit` expired request-id records. It also moves the
@@ -146,6 +139,15 @@ pub enum Command {
         /// The most values (and request-id records) one purge entry
         /// removes, so a purge never stalls writes.
         limit: u32,
+    },
+    // New variants go last: the position is the on-disk encoding of log
+    // entries and snapshots written by earlier versions.
+    /// Record the cluster's id in the replicated state. The first such
+    /// entry applied wins; later ones change nothing. A node whose data
+    /// directory has no cluster id yet adopts the recorded one.
+    SetClusterId {
+        /// The cluster id (not 0).
+        id: u64,
     },
 }
 
@@ -209,11 +211,6 @@ pub enum Applied {
         /// Whether a record existed.
         existed: bool,
     },
-    /// The cluster id was recorded (`false`: one was already on record).
-    ClusterId {
-        /// Whether this entry recorded it.
-        recorded: bool,
-    },
     /// `count` expired values and `sessions` expired request-id records
     /// were removed.
     Purged {
@@ -221,6 +218,12 @@ pub enum Applied {
         count: u32,
         /// How many request-id records the purge removed.
         sessions: u32,
+    },
+    // New variants go last, as in `Command`.
+    /// The cluster id was recorded (`false`: one was already on record).
+    ClusterId {
+        /// Whether this entry recorded it.
+        recorded: bool,
     },
 }
 
