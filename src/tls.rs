@@ -542,8 +542,15 @@ pub fn client_connection_hint(error: &str, used_tls: bool, flags: &str) -> Optio
     {
         return Some(format!("the node refused the client certificate: {flags}"));
     }
-    if error.contains("connection closed") || error.contains("connection reset") {
-        // With TLS 1.3 a refused client certificate shows up this way.
+    if error.contains("connection closed")
+        || error.contains("connection reset")
+        || error.contains("broken pipe")
+        || error.contains("connection was not ready")
+    {
+        // With TLS 1.3 the client finishes its handshake before the node
+        // checks the client certificate, so a refusal shows up as whatever
+        // happened to the connection next: closed, reset, a broken pipe, or
+        // a connection that never became ready.
         return Some(format!(
             "the node closed the TLS connection: does it accept the client certificate? {flags}"
         ));
@@ -638,6 +645,21 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, issuer).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// Every way a refused client certificate reached the CLI in the
+    /// tests gets a hint that names the client certificate.
+    #[test]
+    fn a_refused_client_certificate_gets_a_hint_however_it_shows() {
+        for error in [
+            "transport error: connection error: received fatal alert: UnknownCA",
+            "transport error: connection error: connection reset",
+            "transport error: connection error: stream closed because of a broken pipe",
+            "operation was canceled: transport error: connection was not ready",
+        ] {
+            let hint = super::client_connection_hint(error, true, "--cert").unwrap_or_default();
+            assert!(hint.contains("client certificate"), "{error}: {hint:?}");
+        }
     }
 
     #[test]
