@@ -3,11 +3,12 @@
 //! on RocksDB) and to a `BTreeMap` model, with an injected clock.
 //!
 //! Steps are Saves and Deletes (with or without a request id), Purges,
-//! member Registers and Forgets, each stamped by a leader whose wall clock
-//! may be off and which may or may not have a timeline, and steps that
-//! move the reader's clock. After every step the result of the command,
-//! the replicated clock, every key's read at the reader's time, the number
-//! of values and of remembered request ids, the members' incarnations and
+//! member Registers and Forgets, and cluster-id records; Saves, Deletes and
+//! Purges are stamped by a leader whose wall clock may be off and which may
+//! or may not have a timeline, and further steps move the reader's clock.
+//! After every step the result of the command, the replicated clock, every
+//! key's read at the reader's time, the number of values and of remembered
+//! request ids, the cluster id on record, the members' incarnations and
 //! whether anything has expired must agree with the model.
 //!
 //! Every input starts from an empty keyspace in a database kept in memory
@@ -87,6 +88,10 @@ enum Step {
     Forget {
         node: u8,
     },
+    /// Records a cluster id (never 0); the first one applied wins.
+    SetClusterId {
+        id: u64,
+    },
     /// Moves the reader's clock forward.
     Advance {
         ms: u16,
@@ -101,6 +106,7 @@ struct Model {
     members: BTreeMap<u64, u64>,
     sessions: BTreeMap<String, (u64, Applied)>,
     clock: u64,
+    cluster_id: Option<u64>,
 }
 
 fn stamp_time(s: &Stamp) -> u64 {
@@ -168,6 +174,13 @@ impl Model {
             Command::Forget { node } => Applied::Forgotten {
                 existed: self.members.remove(node).is_some(),
             },
+            Command::SetClusterId { id } => {
+                let recorded = self.cluster_id.is_none();
+                if recorded {
+                    self.cluster_id = Some(*id);
+                }
+                Applied::ClusterId { recorded }
+            }
             Command::Purge { limit, .. } => {
                 let mut expired: Vec<(u64, Vec<u8>)> = self
                     .values
@@ -333,6 +346,7 @@ fn run(ks: &Keyspace, steps: Vec<Step>) {
             Step::Forget { node } => Some(Command::Forget {
                 node: u64::from(node % NODES),
             }),
+            Step::SetClusterId { id } => Some(Command::SetClusterId { id: id.max(1) }),
         };
         if let Some(cmd) = cmd {
             let mut batch = WriteBatch::default();
@@ -359,6 +373,11 @@ fn run(ks: &Keyspace, steps: Vec<Step>) {
             ks.session_count().expect("session count"),
             model.sessions.len() as u64,
             "number of request ids"
+        );
+        assert_eq!(
+            ks.cluster_id().expect("cluster id"),
+            model.cluster_id,
+            "the cluster id on record"
         );
         for node in 0..u64::from(NODES) {
             assert_eq!(
