@@ -124,8 +124,9 @@ impl Node {
     /// Whether this node, as leader, can count on a quorum: it is the only
     /// voter, or a quorum acknowledged it within the read lease.
     pub fn quorum_in_touch(&self, m: &openraft::RaftMetrics<TypeConfig>) -> bool {
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-        if voters == [self.id] {
+        // Every write asks this (see `leads_with_fresh_quorum`): no allocation.
+        let mut voters = m.membership_config.membership().voter_ids();
+        if voters.next() == Some(self.id) && voters.next().is_none() {
             return true;
         }
         m.last_quorum_acked
