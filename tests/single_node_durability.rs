@@ -221,6 +221,13 @@ async fn a_node_whose_disk_fills_exits_non_zero_and_keeps_every_acknowledged_wri
     std::os::unix::fs::symlink(fs.dir.path(), outer.path().join("node-0")).unwrap();
     let mut s = Server::single(outer.path(), &[]);
     s.wait_ready(Duration::from_secs(30)).await;
+    // Another client stays connected and idle while the node must exit, as
+    // every pooled client of a real deployment does. Its connection is not
+    // driven while this test waits for the exit, so it never answers the
+    // server's GOAWAY: a node that drained connections as on SIGTERM would
+    // wait for it instead of exiting.
+    let mut idle = s.client().await;
+    let _ = bounded(LIMIT, idle.load(load_req(global("nothing")))).await;
     let acked = bounded(LIMIT, async {
         let mut c = s.client().await;
         let value = vec![7u8; 512 * 1024];
@@ -253,6 +260,7 @@ async fn a_node_whose_disk_fills_exits_non_zero_and_keeps_every_acknowledged_wri
     let code = s
         .wait_exit(Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", s.log_tail()));
+    drop(idle);
     eprintln!(
         "exited {:?} after the write that failed was answered",
         failed.elapsed()

@@ -59,8 +59,14 @@ use vote_guard::VoteGuard;
 type ServerFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
-/// How long a stopping node waits for open connections to finish.
+/// How long a node stopping on SIGTERM waits for open connections to finish.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// How long a node whose Raft core failed waits for open connections: no
+/// request can succeed any more, and every in-flight one has its error
+/// answer within milliseconds, so idle connections must not hold up the
+/// exit that lets the supervisor restart the node.
+const FATAL_DRAIN_TIME: Duration = Duration::from_millis(300);
 
 /// Everything needed to run one node.
 #[derive(Clone, Debug)]
@@ -452,14 +458,19 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let _ = stop_tx.send(true);
     // In-flight requests finish; connections that stay open longer than
     // the drain time (idle clients that ignore GOAWAY) are cut.
+    let drain = if fatal.is_some() {
+        FATAL_DRAIN_TIME
+    } else {
+        DRAIN_TIME
+    };
     for (name, task) in [("client server", client_task), ("peer server", peer_task)] {
         let abort = task.abort_handle();
-        match tokio::time::timeout(DRAIN_TIME, task).await {
+        match tokio::time::timeout(drain, task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "{name} stopped with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "{name} task failed"),
             Err(_) => {
-                tracing::warn!("{name}: connections still open after {DRAIN_TIME:?}; closing them");
+                tracing::warn!("{name}: connections still open after {drain:?}; closing them");
                 abort.abort();
             }
         }
