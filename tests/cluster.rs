@@ -1229,6 +1229,55 @@ async fn a_definite_refusal_from_the_leader_stays_definite_when_relayed() {
     .await;
 }
 
+/// A follower relaying to a leader that stops answering without closing
+/// its connections (here paused with SIGSTOP; a host or network that dies
+/// does the same) gives that relay up as soon as it learns of a new leader,
+/// and serves the request there, instead of waiting until the connection is
+/// found dead (HTTP/2 keep-alive: 1-2 s) or the deadline passes. The
+/// timeouts are short so that the election (about 0.2 s) is far from the
+/// keep-alive.
+#[tokio::test]
+async fn a_relay_to_a_leader_that_stops_answering_moves_to_the_new_leader() {
+    let c = Cluster::start(
+        3,
+        &[
+            "--heartbeat-ms",
+            "20",
+            "--election-timeout-min-ms",
+            "60",
+            "--election-timeout-max-ms",
+            "100",
+        ],
+    )
+    .await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let follower = (0..3).find(|i| *i != leader).unwrap();
+        let mut via_follower = c.node(follower).client().await;
+        via_follower
+            .save(save_req(global("k"), b"v", 600))
+            .await
+            .unwrap();
+        via_follower.load(load_req(global("k"))).await.unwrap();
+        c.node(leader).signal(Signal::SIGSTOP);
+        let start = Instant::now();
+        let mut r = tonic::Request::new(load_req(global("k")));
+        r.set_timeout(Duration::from_secs(5));
+        let got = via_follower.load(r).await;
+        let took = start.elapsed();
+        println!(
+            "load via {follower} after leader {leader} stopped answering: {got:?} after {took:?}"
+        );
+        assert_eq!(&got.expect("the relayed load").into_inner().value[..], b"v");
+        assert!(
+            took < Duration::from_millis(800),
+            "the relay waited {took:?} for the stopped leader"
+        );
+        c.node(leader).signal(Signal::SIGCONT);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_relayed_load_is_retried_on_the_new_leader_after_the_old_one_died() {
     let mut c = Cluster::start(3, &[]).await;

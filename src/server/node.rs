@@ -221,10 +221,16 @@ impl Node {
             crate::metrics::RELAYED
                 .with_label_values(&[req.method()])
                 .inc();
-            let why = match self
-                .relay(leader, &req, request_id.as_deref(), deadline)
-                .await
-            {
+            // A leader that stops answering without closing its connections
+            // (a dead host, a partition) would hold the relay until the
+            // connection is found dead; a newer leader ends it at once.
+            let relayed = tokio::select! {
+                r = self.relay(leader, &req, request_id.as_deref(), deadline) => r,
+                new = self.leader_replaced(leader) => Err(RelayError::Lost(format!(
+                    "node {new} became leader while the request was relayed to node {leader}"
+                ))),
+            };
+            let why = match relayed {
                 Ok(reply) => return Ok(reply),
                 // The write may have been applied, but it carries a request
                 // id: a second entry with it is answered, not applied.
@@ -546,6 +552,27 @@ impl Node {
                             .into(),
                     ))
                 }
+            }
+        }
+    }
+
+    /// Resolves, with its id, once this node learns of a new leader other
+    /// than `leader`. Only a change counts: the published metrics may lag
+    /// the Raft core that named `leader`, so a different leader already
+    /// shown when this starts is older news, not a replacement. Watches
+    /// the server metrics, which change with the vote and the leader only,
+    /// not with every applied entry.
+    async fn leader_replaced(&self, leader: NodeId) -> NodeId {
+        let mut rx = self.raft.server_metrics();
+        let shown = rx.borrow_watched().current_leader;
+        loop {
+            if rx.changed().await.is_err() {
+                // The Raft core stopped: the relay ends on its own.
+                return std::future::pending().await;
+            }
+            match rx.borrow_watched().current_leader {
+                Some(l) if l != leader && Some(l) != shown => return l,
+                _ => {}
             }
         }
     }
