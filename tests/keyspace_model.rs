@@ -901,3 +901,72 @@ async fn a_node_without_a_cluster_id_adopts_the_first_one_it_applies() {
         "not taken back from the replicated state"
     );
 }
+
+/// RocksDB entries deleted but not yet compacted away that the commands in
+/// `f` stepped over (its perf counter for this thread).
+fn deleted_entries_skipped(f: impl FnOnce()) -> u64 {
+    use rocksdb::perf::{set_perf_stats, PerfContext, PerfMetric, PerfStatsLevel};
+    set_perf_stats(PerfStatsLevel::EnableCount);
+    let mut ctx = PerfContext::default();
+    ctx.reset();
+    f();
+    let skipped = ctx.metric(PerfMetric::InternalDeleteSkippedCount);
+    set_perf_stats(PerfStatsLevel::Disable);
+    skipped
+}
+
+/// Request-id records are forgotten oldest first, and values purged
+/// earliest deadline first, so what was removed lies at the front of each
+/// index until RocksDB compacts it away. A command must not step over all
+/// of it again: once the request-id table is full every write forgets one
+/// record, and each purge starts where the last one stopped, so rescanning
+/// would make every write slower than the one before.
+#[test]
+fn forgetting_request_ids_and_purging_values_do_not_rescan_what_was_removed() {
+    let mut r = Replica::with_policy(SessionPolicy {
+        window_ms: 1_000_000,
+        max_records: 10,
+    });
+    let write = |i: u64, ttl_ms: u64| Command::Save {
+        key: format!("k{i}").into_bytes(),
+        value: b"v".to_vec(),
+        ttl_ms,
+        stamp: Stamp::wall(1000 + i),
+        request: Some(format!("writer:{i}")),
+    };
+    // 2,000 writes with request ids: every one past the tenth forgets one.
+    for i in 0..2000 {
+        r.apply(&write(i, 100));
+    }
+    let skipped = deleted_entries_skipped(|| {
+        r.apply(&write(2000, 100));
+    });
+    assert!(
+        skipped < 50,
+        "one write stepped over {skipped} forgotten request-id records"
+    );
+    // Every value expires by 3,200; purge them all in batches of 100.
+    loop {
+        match r.apply(&purge(5000, 100)) {
+            Applied::Purged { count: 0, .. } => break,
+            Applied::Purged { .. } => {}
+            other => panic!("purge: {other:?}"),
+        }
+    }
+    assert!(!r.ks.has_expired(5000).unwrap());
+    let skipped = deleted_entries_skipped(|| {
+        r.apply(&write(5000, 100));
+        assert_eq!(
+            r.apply(&purge(7000, 100)),
+            Applied::Purged {
+                count: 1,
+                sessions: 0
+            }
+        );
+        assert!(!r.ks.has_expired(8000).unwrap());
+    });
+    assert!(
+        skipped < 50,
+        "a purge stepped over {skipped} values removed before"
+    );
+}

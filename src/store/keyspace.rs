@@ -8,9 +8,10 @@
 //! the caller's clock and hide anything at or past its deadline, whether or
 //! not the purge that removes it has been applied yet.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use rocksdb::{DBIteratorWithThreadMode, Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use sha2::{Digest, Sha256};
 
 use super::command::{Applied, Command};
@@ -72,6 +73,26 @@ impl Default for SessionPolicy {
 pub struct Keyspace {
     db: Arc<DB>,
     sessions: SessionPolicy,
+    marks: Arc<Marks>,
+}
+
+/// Where the removed front of each time-ordered index ends.
+///
+/// Purges remove values earliest deadline first and request-id records
+/// oldest first, so what they removed lies at the front of each index as
+/// deleted entries until RocksDB compacts them away; a scan from the start
+/// would step over all of them every time (once the request-id table is
+/// full, on every write). Scans start at the mark instead. Nothing is ever
+/// added below a mark: new deadlines and record expiries are at least the
+/// replicated clock, which is at least anything purged. The marks live in
+/// memory only: after a restart or a snapshot install they start at zero,
+/// so they change how far a scan reads, never what it finds.
+#[derive(Debug, Default)]
+struct Marks {
+    /// No expiry index entry has a deadline below this.
+    expiry_from: AtomicU64,
+    /// No request-id record expires before this.
+    sessions_from: AtomicU64,
 }
 
 impl Keyspace {
@@ -80,6 +101,7 @@ impl Keyspace {
         Keyspace {
             db,
             sessions: SessionPolicy::default(),
+            marks: Arc::default(),
         }
     }
 
@@ -124,10 +146,7 @@ impl Keyspace {
     /// Whether any value's deadline, or any request-id record's expiry, is
     /// at or before `now_ms` (cheap: reads the first entry of each index).
     pub fn has_expired(&self, now_ms: u64) -> Result<bool, KeyspaceError> {
-        let mut it = self
-            .db
-            .iterator_cf(cf(&self.db, CF_EXPIRY), IteratorMode::Start);
-        if let Some(item) = it.next() {
+        if let Some(item) = self.expiry_due(now_ms).next() {
             let (k, _) = item?;
             let deadline = decode_u64(&k).ok_or(KeyspaceError::Corrupt("expiry key"))?;
             if deadline <= now_ms {
@@ -137,6 +156,38 @@ impl Keyspace {
         Ok(self
             .oldest_session()?
             .is_some_and(|expires| expires <= now_ms))
+    }
+
+    /// The expiry index from its mark up to deadline `now_ms`, earliest
+    /// first: neither the removed front nor the deleted entries of
+    /// overwritten values due later are stepped over.
+    fn expiry_due(&self, now_ms: u64) -> DBIteratorWithThreadMode<'_, DB> {
+        let from = self.marks.expiry_from.load(Ordering::Relaxed).to_be_bytes();
+        let mut opts = ReadOptions::default();
+        if let Some(end) = now_ms.checked_add(1) {
+            opts.set_iterate_upper_bound(end.to_be_bytes().to_vec());
+        }
+        self.db.iterator_cf_opt(
+            cf(&self.db, CF_EXPIRY),
+            opts,
+            IteratorMode::From(&from, Direction::Forward),
+        )
+    }
+
+    /// The request-id records' index from its mark, oldest first.
+    fn session_index(&self) -> DBIteratorWithThreadMode<'_, DB> {
+        let from = session_index_key(self.marks.sessions_from.load(Ordering::Relaxed), "");
+        let mut end = SESSION_INDEX.to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(end);
+        self.db.iterator_cf_opt(
+            cf(&self.db, CF_DATA),
+            opts,
+            IteratorMode::From(&from, Direction::Forward),
+        )
     }
 
     /// The number of request ids remembered.
@@ -159,11 +210,7 @@ impl Keyspace {
 
     /// When the request-id record that expires first expires.
     fn oldest_session(&self) -> Result<Option<u64>, KeyspaceError> {
-        let data = cf(&self.db, CF_DATA);
-        let mut it = self
-            .db
-            .iterator_cf(data, IteratorMode::From(SESSION_INDEX, Direction::Forward));
-        match it.next() {
+        match self.session_index().next() {
             Some(item) => {
                 let (k, _) = item?;
                 if !k.starts_with(SESSION_INDEX) {
@@ -276,7 +323,8 @@ impl Keyspace {
             }
             Command::Purge { limit, .. } => {
                 let mut count = 0u32;
-                for item in self.db.iterator_cf(expiry, IteratorMode::Start) {
+                let mut last = None;
+                for item in self.expiry_due(now) {
                     if count >= *limit {
                         break;
                     }
@@ -287,7 +335,13 @@ impl Keyspace {
                     }
                     batch.delete_cf(expiry, &k);
                     batch.delete_cf(data, &k[8..]);
+                    last = Some(deadline);
                     count += 1;
+                }
+                if let Some(deadline) = last {
+                    self.marks
+                        .expiry_from
+                        .fetch_max(deadline, Ordering::Relaxed);
                 }
                 let sessions = self.forget_sessions(batch, *limit, |expires| expires <= now)?;
                 if sessions > 0 {
@@ -339,10 +393,8 @@ impl Keyspace {
     ) -> Result<u32, KeyspaceError> {
         let data = cf(&self.db, CF_DATA);
         let mut removed = 0u32;
-        let it = self
-            .db
-            .iterator_cf(data, IteratorMode::From(SESSION_INDEX, Direction::Forward));
-        for item in it {
+        let mut last = None;
+        for item in self.session_index() {
             if removed >= limit {
                 break;
             }
@@ -359,7 +411,13 @@ impl Keyspace {
                 .map_err(|_| KeyspaceError::Corrupt("session index key"))?;
             batch.delete_cf(data, &k);
             batch.delete_cf(data, session_key(id));
+            last = Some(expires);
             removed += 1;
+        }
+        if let Some(expires) = last {
+            self.marks
+                .sessions_from
+                .fetch_max(expires, Ordering::Relaxed);
         }
         Ok(removed)
     }
@@ -491,6 +549,8 @@ impl Keyspace {
             }
         }
         batch.delete_cf(cf(&self.db, CF_SM_META), META_CLOCK);
+        self.marks.expiry_from.store(0, Ordering::Relaxed);
+        self.marks.sessions_from.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -517,9 +577,10 @@ impl Keyspace {
     /// The deadlines of the first `limit` index entries, oldest first (for tests and status).
     pub fn earliest_deadlines(&self, limit: usize) -> Result<Vec<u64>, KeyspaceError> {
         let mut out = Vec::new();
+        let from = self.marks.expiry_from.load(Ordering::Relaxed).to_be_bytes();
         for item in self.db.iterator_cf(
             cf(&self.db, CF_EXPIRY),
-            IteratorMode::From(&[], Direction::Forward),
+            IteratorMode::From(&from, Direction::Forward),
         ) {
             if out.len() >= limit {
                 break;
