@@ -1229,6 +1229,33 @@ async fn a_definite_refusal_from_the_leader_stays_definite_when_relayed() {
     .await;
 }
 
+/// The leader, a follower, and a client of that follower through which
+/// key "k" was saved and loaded (so its relay connection is open).
+async fn relaying_follower(
+    c: &Cluster,
+) -> (
+    u64,
+    u64,
+    eventstore::proto::protob::event_store_client::EventStoreClient<tonic::transport::Channel>,
+) {
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let mut via_follower = c.node(follower).client().await;
+    via_follower
+        .save(save_req(global("k"), b"v", 600))
+        .await
+        .unwrap();
+    via_follower.load(load_req(global("k"))).await.unwrap();
+    (leader, follower, via_follower)
+}
+
+/// `msg` with a gRPC deadline of `secs` seconds.
+fn with_timeout<T>(msg: T, secs: u64) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(Duration::from_secs(secs));
+    r
+}
+
 /// A follower relaying to a leader that stops answering without closing
 /// its connections (here paused with SIGSTOP; a host or network that dies
 /// does the same) gives that relay up as soon as it learns of a new leader,
@@ -1251,19 +1278,12 @@ async fn a_relay_to_a_leader_that_stops_answering_moves_to_the_new_leader() {
     )
     .await;
     bounded(LIMIT, async {
-        let leader = c.leader(Duration::from_secs(10)).await;
-        let follower = (0..3).find(|i| *i != leader).unwrap();
-        let mut via_follower = c.node(follower).client().await;
-        via_follower
-            .save(save_req(global("k"), b"v", 600))
-            .await
-            .unwrap();
-        via_follower.load(load_req(global("k"))).await.unwrap();
+        let (leader, follower, mut via_follower) = relaying_follower(&c).await;
         c.node(leader).signal(Signal::SIGSTOP);
         let start = Instant::now();
-        let mut r = tonic::Request::new(load_req(global("k")));
-        r.set_timeout(Duration::from_secs(5));
-        let got = via_follower.load(r).await;
+        let got = via_follower
+            .load(with_timeout(load_req(global("k")), 5))
+            .await;
         let took = start.elapsed();
         println!(
             "load via {follower} after leader {leader} stopped answering: {got:?} after {took:?}"
@@ -1282,21 +1302,14 @@ async fn a_relay_to_a_leader_that_stops_answering_moves_to_the_new_leader() {
 async fn a_relayed_load_is_retried_on_the_new_leader_after_the_old_one_died() {
     let mut c = Cluster::start(3, &[]).await;
     bounded(LIMIT, async {
-        let leader = c.leader(Duration::from_secs(10)).await;
-        let follower = (0..3).find(|i| *i != leader).unwrap();
-        let mut via_follower = c.node(follower).client().await;
-        via_follower
-            .save(save_req(global("k"), b"v", 600))
-            .await
-            .unwrap();
-        via_follower.load(load_req(global("k"))).await.unwrap();
+        let (leader, follower, mut via_follower) = relaying_follower(&c).await;
         c.node_mut(leader).kill9();
         // The follower still takes the dead node for the leader: its relay
         // is refused until a new leader is elected.
         let start = Instant::now();
-        let mut r = tonic::Request::new(load_req(global("k")));
-        r.set_timeout(Duration::from_secs(5));
-        let got = via_follower.load(r).await;
+        let got = via_follower
+            .load(with_timeout(load_req(global("k")), 5))
+            .await;
         let took = start.elapsed();
         println!("load via {follower} after leader {leader} died: {got:?} after {took:?}");
         assert_eq!(&got.expect("the relayed load").into_inner().value[..], b"v");
