@@ -31,40 +31,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+. scripts/lib/nodes.sh
 
-wait_for() { # NAME LOG COMMAND...: retries COMMAND for 30 s
-  local name=$1 log=$2; shift 2
-  for _ in $(seq 1 300); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "bench: $name did not become ready; the end of $log:" >&2
-  tail -n 20 "$log" >&2 || true
-  return 1
-}
+echo "== three EventStore nodes" >&2
+start_eventstore_nodes "$es" "$work"
 
 etcd_healthy() {
   python3 -c 'import json, sys, urllib.request
 r = json.load(urllib.request.urlopen(sys.argv[1] + "/health", timeout=1))
 sys.exit(0 if r.get("health") == "true" else 1)' "$1"
 }
-
-echo "== three EventStore nodes" >&2
-declare -a ports peers
-list=""
-for i in 0 1 2; do
-  ports[i]=$(free_port); peers[i]=$(free_port)
-  list="${list:+$list,}$i=127.0.0.1:${peers[i]}"
-done
-for i in 0 1 2; do
-  "$es" serve --node-id "$i" --listen "127.0.0.1:${ports[i]}" --peer-listen "127.0.0.1:${peers[i]}" \
-    --peers "$list" --data-dir "$work/node-$i" --metrics-listen "127.0.0.1:$(free_port)" \
-    2>"$work/node-$i.log" &
-  pids+=($!)
-done
 
 echo "== three etcd members ($(etcd --version | head -n 1))" >&2
 # Default heartbeat (100 ms) and election timeout (1 s). etcd keeps every
