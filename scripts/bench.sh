@@ -22,16 +22,8 @@ cargo build --release --locked --workspace --all-targets
 es=target/release/eventstore
 compare=target/release/eventstore-compare
 
-work=$(mktemp -d -p "${BENCH_DIR:-${TMPDIR:-/tmp}}" eventstore-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 . scripts/lib/nodes.sh
+make_work bench
 
 echo "== three EventStore nodes" >&2
 start_eventstore_nodes "$es" "$work"

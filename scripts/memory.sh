@@ -17,16 +17,8 @@ scripts/setup.sh
 cargo build --release --locked --workspace --all-targets
 es=target/release/eventstore
 
-work=$(mktemp -d -p "${TMPDIR:-/tmp}" eventstore-memory.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 . scripts/lib/nodes.sh
+make_work memory
 port=$(free_port); peer=$(free_port); metrics=$(free_port)
 
 start() { # starts the node; sets `pid`
@@ -37,12 +29,6 @@ start() { # starts the node; sets `pid`
   pids+=("$pid")
 }
 rss_mib() { awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$pid/status"; }
-live_keys() {
-  python3 -c 'import sys, urllib.request
-for line in urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines():
-    if line.startswith("eventstore_keys_estimate "):
-        print(int(float(line.split()[1]))); break' "http://127.0.0.1:$metrics/metrics"
-}
 bench() { # PHASE DURATION
   "$es" bench --server "127.0.0.1:$port" --phases "$1" --concurrency 64 --value-bytes 256 \
     --keys "$keys" --ttl 7200 --duration "$2"
@@ -53,7 +39,7 @@ wait_for "the node" "$work/node.log" "$es" health --server "127.0.0.1:$port"
 echo "== Saves: $keys keys, 256-byte values, 64 clients, $duration" >&2
 bench save "$duration"
 echo "resident after the Saves: $(rss_mib) MiB"
-echo "live keys (estimate): $(live_keys)"
+echo "live keys (estimate): $(metric "$metrics" eventstore_keys_estimate)"
 echo "on disk: $(du -sm "$work/data" | cut -f1) MiB"
 
 kill -TERM "$pid"

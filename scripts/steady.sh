@@ -15,21 +15,14 @@ scripts/setup.sh
 cargo build --release --locked --workspace --all-targets
 es=target/release/eventstore
 
-work=$(mktemp -d -p "${TMPDIR:-/tmp}" eventstore-steady.XXXXXX)
-pids=()
+. scripts/lib/nodes.sh
+make_work steady
 out=target/steady
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  # Keep the results and the node logs; drop the data.
+keep_results() { # the results and the node logs, not the data
   rm -rf "$out"; mkdir -p "$out"
   cp -r "$work/out/." "$out/" 2>/dev/null || true
   cp "$work"/node-*.log "$out/" 2>/dev/null || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
-
-. scripts/lib/nodes.sh
 
 echo "== three EventStore nodes (default timeouts)" >&2
 start_eventstore_nodes "$es" "$work"
@@ -37,18 +30,10 @@ for i in 0 1 2; do
   wait_for "EventStore node $i" "$work/node-$i.log" "$es" health --server "127.0.0.1:${ports[i]}"
 done
 
-metric() { # NODE NAME: the value of one metric of node NODE
-  python3 -c 'import sys, urllib.request
-for line in urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines():
-    if line.startswith(sys.argv[2] + " "):
-        print(int(float(line.split()[1]))); break' \
-    "http://127.0.0.1:${metrics[$1]}/metrics" "$2"
-}
-
 snapshot() { # terms and leaders of the three nodes, one line
   local i out=""
   for i in 0 1 2; do
-    out="$out node$i:term=$(metric "$i" eventstore_raft_term),leader=$(metric "$i" eventstore_raft_leader_id)"
+    out="$out node$i:term=$(metric "${metrics[i]}" eventstore_raft_term),leader=$(metric "${metrics[i]}" eventstore_raft_leader_id)"
   done
   echo "${out# }"
 }

@@ -1,6 +1,31 @@
-# Shared by scripts/bench.sh and scripts/steady.sh (sourced, not run):
-# free ports, waiting for readiness, and a temporary three-node EventStore
+# Shared by scripts/bench.sh, steady.sh and memory.sh (sourced, not run):
+# a temporary directory cleaned up on exit, free ports, waiting for
+# readiness, reading a metric, and a temporary three-node EventStore
 # cluster on 127.0.0.1 with the default settings.
+
+# make_work NAME: creates the temporary directory `work` (under BENCH_DIR,
+# TMPDIR or /tmp). On exit the processes in `pids` are stopped, the
+# caller's `keep_results` runs if it defined one, and `work` is removed.
+make_work() {
+  work=$(mktemp -d -p "${BENCH_DIR:-${TMPDIR:-/tmp}}" "eventstore-$1.XXXXXX")
+  pids=()
+  trap remove_work EXIT
+}
+
+remove_work() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if declare -F keep_results >/dev/null; then keep_results; fi
+  rm -rf "$work"
+}
+
+metric() { # PORT NAME: the value of metric NAME on the metrics port PORT
+  python3 -c 'import sys, urllib.request
+for line in urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines():
+    if line.startswith(sys.argv[2] + " "):
+        print(int(float(line.split()[1]))); break' \
+    "http://127.0.0.1:$1/metrics" "$2"
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
