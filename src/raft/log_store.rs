@@ -3,6 +3,10 @@
 //! in `log_meta`.
 //!
 //! Every append and vote is fsynced before openraft is told it is durable.
+//! Appends are group-committed: written at once (so replication can send
+//! them), then synced by one thread for every batch that arrived meanwhile,
+//! which then tells openraft through its `IOFlushed` callbacks. Votes,
+//! truncations and purges are synced before they return.
 
 use std::fmt::Debug;
 use std::io;
@@ -24,16 +28,32 @@ const META_PURGED: &[u8] = b"last_purged";
 const META_COMMITTED: &[u8] = b"committed";
 const META_IDENTITY: &[u8] = b"identity";
 
-/// The Raft log store. Cheap to clone: clones share the database.
+/// The most entry bytes (as stored) one AppendEntries message carries, on
+/// top of openraft's bound on the number of entries.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// The Raft log store. Cheap to clone: clones share the database and the
+/// flusher.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    flusher: std::sync::mpsc::Sender<IOFlushed<TypeConfig>>,
 }
 
 impl LogStore {
-    /// Wraps the database opened by [`crate::store::db::open`].
+    /// Wraps the database opened by [`crate::store::db::open`], and starts
+    /// the thread that fsyncs appended entries (see [`flush_appends`]); it
+    /// ends once every clone of the store is dropped. It holds the
+    /// database only while it syncs, so dropping the last clone of the
+    /// store and of the database closes it at once.
     pub fn new(db: Arc<DB>) -> Self {
-        LogStore { db }
+        let (flusher, appended) = std::sync::mpsc::channel();
+        let flushed_db = Arc::downgrade(&db);
+        std::thread::Builder::new()
+            .name("log-fsync".into())
+            .spawn(move || flush_appends(&flushed_db, appended))
+            .expect("starting the log's fsync thread");
+        LogStore { db, flusher }
     }
 
     /// Whether this node has ever stored a vote or a log entry, i.e. whether
@@ -184,6 +204,36 @@ impl LogStore {
     }
 }
 
+/// Group commit: waits for appended (written, not yet synced) batches,
+/// fsyncs the write-ahead log once for all that arrived meanwhile, then
+/// tells openraft each of them is durable. Appends go on while a sync
+/// runs, and a leader replicates its entries while it syncs them.
+fn flush_appends(
+    db: &std::sync::Weak<DB>,
+    appended: std::sync::mpsc::Receiver<IOFlushed<TypeConfig>>,
+) {
+    while let Ok(first) = appended.recv() {
+        let mut done = vec![first];
+        done.extend(appended.try_iter());
+        let synced = match db.upgrade() {
+            Some(db) => {
+                let _timer = metrics::FSYNC_SECONDS.start_timer();
+                db.flush_wal(true)
+                    .map_err(|e| io::Error::other(format!("syncing the log: {e}")))
+            }
+            None => Err(io::Error::other(
+                "the database was closed before the log was synced",
+            )),
+        };
+        for callback in done {
+            callback.io_completed(match &synced {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+}
+
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -194,17 +244,22 @@ fn synced() -> WriteOptions {
     o
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
+impl LogStore {
+    /// Reads the entries whose index is in `range`, in order, stopping
+    /// before the entry that would take the encoded total past
+    /// `byte_budget` (the first entry is always read, whatever its size).
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
         range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
+        byte_budget: usize,
+    ) -> io::Result<Vec<Entry>> {
         let start = match range.start_bound() {
             Bound::Included(&x) => x,
             Bound::Excluded(&x) => x + 1,
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let it = self.db.iterator_cf(
             cf(&self.db, CF_LOG),
             IteratorMode::From(&index_key(start), rocksdb::Direction::Forward),
@@ -219,9 +274,35 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
+            bytes = bytes.saturating_add(v.len());
+            if !out.is_empty() && bytes > byte_budget {
+                break;
+            }
             out.push(bincode_decode(&v)?);
         }
         Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(range, usize::MAX)
+    }
+
+    /// What replication sends in one AppendEntries message: at most
+    /// openraft's entry count (`max_payload_entries`, which sets `end`) and
+    /// at most [`MAX_PAYLOAD_BYTES`] of entries, so a run of large values
+    /// never builds a message of hundreds of megabytes. An entry larger
+    /// than the budget goes alone.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(start..end, MAX_PAYLOAD_BYTES)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -281,17 +362,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(log, index_key(entry.index()), bincode_encode(&entry)?);
         }
-        let res = self.write_synced(batch);
-        match res {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            }
+        // Written now (visible to replication at once), durable once the
+        // flusher has synced the log: only then is openraft told.
+        if let Err(e) = self
+            .db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(io::Error::other)
+        {
+            callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+            return Err(e);
         }
+        self.flusher
+            .send(callback)
+            .map_err(|_| io::Error::other("the log's fsync thread stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -424,10 +507,17 @@ mod tests {
         };
 
         let before = syncs();
-        s.append([entry(1), entry(2), entry(3)], IOFlushed::noop())
+        let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+        let callback = IOFlushed::<TypeConfig>::signal(tx);
+        s.append([entry(1), entry(2), entry(3)], callback)
             .await
             .unwrap();
-        assert_eq!(syncs(), before + 1, "an append was not fsynced");
+        rx.await.unwrap().unwrap();
+        assert_eq!(
+            syncs(),
+            before + 1,
+            "an append was not fsynced before openraft heard of it"
+        );
 
         let before = syncs();
         s.save_vote(&Vote::new(2, 0)).await.unwrap();
@@ -463,5 +553,45 @@ mod tests {
         let entries = s.try_get_log_entries(0..20).await.unwrap();
         let indexes: Vec<u64> = entries.iter().map(|e| e.index()).collect();
         assert_eq!(indexes, vec![4, 5]);
+    }
+
+    /// A replication message is bounded by bytes as well as by entries:
+    /// ten Saves of 1 MiB each come out three at a time (four and their
+    /// headers would pass 4 MiB), and
+    /// an entry larger than the budget still goes out on its own.
+    #[tokio::test]
+    async fn replication_reads_are_bounded_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path());
+        let big = |i: u64| {
+            Entry::new_normal(
+                log_id(i),
+                Command::Save {
+                    key: vec![i as u8],
+                    value: vec![7u8; 1024 * 1024],
+                    ttl_ms: 1000,
+                    stamp: crate::store::command::Stamp::wall(0),
+                    request: None,
+                },
+            )
+        };
+        s.append((1..=10).map(big), IOFlushed::noop())
+            .await
+            .unwrap();
+
+        let sent = s.limited_get_log_entries(1, 11).await.unwrap();
+        let indexes: Vec<u64> = sent.iter().map(|e| e.index()).collect();
+        assert_eq!(indexes, vec![1, 2, 3]);
+        let next = s.limited_get_log_entries(4, 11).await.unwrap();
+        assert_eq!(next.first().map(|e| e.index()), Some(4));
+        assert_eq!(next.len(), 3);
+        let tail = s.limited_get_log_entries(10, 11).await.unwrap();
+        assert_eq!(tail.len(), 1, "the range's last entry is read");
+
+        // Without a budget (openraft's own reads), the whole range.
+        assert_eq!(s.try_get_log_entries(1..11).await.unwrap().len(), 10);
+        // One entry over the budget is read alone, never skipped.
+        let alone = s.read_entries(2..11, 1000).unwrap();
+        assert_eq!(alone.iter().map(|e| e.index()).collect::<Vec<_>>(), vec![2]);
     }
 }

@@ -125,6 +125,10 @@ fn raft_config(s: &RaftSettings) -> anyhow::Result<openraft::Config> {
         // A node that just started stays out of elections until its vote
         // guard has passed (see `vote_guard`).
         enable_elect: false,
+        // Replicate entries as soon as they are written, while the log's
+        // fsync thread syncs them (see `raft::log_store`): the leader's and
+        // the followers' fsyncs overlap.
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     };
     config.validate().context("invalid Raft settings")
