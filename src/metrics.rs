@@ -73,6 +73,21 @@ pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Loads this node, as a follower, served from its own state after a read
+/// index (`served`), or relayed to the leader after trying (`relayed`).
+pub static FOLLOWER_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "eventstore_follower_reads_total",
+                "Loads a follower served from its own state after a read index, or relayed after trying",
+            ),
+            &["outcome"],
+        )
+        .expect("a valid metric name"),
+    )
+});
+
 /// Requests this node relayed to the leader, by method.
 pub static RELAYED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(
@@ -178,6 +193,7 @@ pub fn init() {
     LazyLock::force(&REQUESTS);
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&RELAYED);
+    LazyLock::force(&FOLLOWER_READS);
     LazyLock::force(&FSYNC_SECONDS);
     LazyLock::force(&PURGED_VALUES);
     LazyLock::force(&SNAPSHOT_BUILDS);

@@ -505,6 +505,79 @@ async fn a_paused_leader_steps_down_and_never_serves_a_stale_read() {
     .await;
 }
 
+/// Followers serve Loads from their own state after a read index: a Load
+/// through a follower that starts after a write was acknowledged (through
+/// any node) sees that write or a newer one. A writer saves increasing
+/// versions through the leader while readers load through both followers
+/// and compare with the newest version acknowledged before each Load.
+#[tokio::test]
+async fn a_follower_read_sees_every_write_acknowledged_before_it() {
+    let c = Cluster::start(3, &[]).await;
+    bounded(LIMIT, async {
+        let leader = c.leader(Duration::from_secs(10)).await;
+        let acked = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let mut w = c.node(leader).client().await;
+        w.save(save_req(global("v"), &0u64.to_be_bytes(), 600))
+            .await
+            .unwrap();
+        let writer = {
+            let (acked, done) = (acked.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut version = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    version += 1;
+                    w.save(save_req(global("v"), &version.to_be_bytes(), 600))
+                        .await
+                        .unwrap();
+                    acked.store(version, Ordering::SeqCst);
+                }
+                version
+            })
+        };
+        let mut readers = Vec::new();
+        for follower in (0..3).filter(|i| *i != leader) {
+            for _ in 0..4 {
+                let mut r = c.node(follower).client().await;
+                let (acked, done) = (acked.clone(), done.clone());
+                readers.push(tokio::spawn(async move {
+                    let mut reads = 0u64;
+                    while !done.load(Ordering::SeqCst) {
+                        let before = acked.load(Ordering::SeqCst);
+                        let got = r
+                            .load(load_req(global("v")))
+                            .await
+                            .unwrap()
+                            .into_inner()
+                            .value;
+                        let seen = u64::from_be_bytes(got[..].try_into().unwrap());
+                        assert!(
+                            seen >= before,
+                            "stale read through follower {follower}: version {seen} after \
+                             version {before} was acknowledged"
+                        );
+                        reads += 1;
+                    }
+                    reads
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        done.store(true, Ordering::SeqCst);
+        let versions = writer.await.unwrap();
+        let mut reads = 0;
+        for r in readers {
+            reads += r.await.unwrap();
+        }
+        println!("{versions} versions written, {reads} reads through followers");
+        assert!(
+            versions > 20 && reads > 100,
+            "{versions} versions, {reads} reads"
+        );
+    })
+    .await;
+}
+
 /// Stops one follower (SIGKILL) and saves `location(i)` = `value(i)` for
 /// i = 0, 1, ... through the leader until the leader has purged its log
 /// behind a snapshot, so the follower can only catch up by snapshot.

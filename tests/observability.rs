@@ -140,8 +140,9 @@ async fn purged_values_are_counted() {
 }
 
 /// Requests through a follower are counted as relayed there and as
-/// `via="relay"` on the leader, and the leader shows each follower's
-/// replication lag.
+/// `via="relay"` on the leader, a Load served by the follower itself after
+/// a read index is counted as a follower read, and the leader shows each
+/// follower's replication lag.
 #[tokio::test]
 async fn relayed_requests_and_replication_lag_are_shown() {
     let c = Cluster::start(3, &[]).await;
@@ -159,7 +160,29 @@ async fn relayed_requests_and_replication_lag_are_shown() {
             "{body}"
         );
         assert_eq!(sample(&body, "eventstore_raft_is_leader"), Some(0.0));
+        // The Load was served by the follower itself, after a read index.
+        assert_eq!(
+            sample(
+                &body,
+                r#"eventstore_follower_reads_total{outcome="served"}"#
+            ),
+            Some(1.0),
+            "{body}"
+        );
+        assert_eq!(
+            sample(&body, r#"eventstore_relayed_requests_total{method="load"}"#),
+            None,
+            "{body}"
+        );
         let (_, body) = get(&c.node(leader).metrics_addr().unwrap(), "/metrics").await;
+        assert!(
+            sample(
+                &body,
+                r#"eventstore_requests_total{code="OK",method="read_index",via="relay"}"#
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{body}"
+        );
         assert_eq!(
             sample(
                 &body,

@@ -60,6 +60,26 @@ pub trait Handler: Send + Sync + 'static {
         relayed: bool,
     ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
 
+    /// Asked of the leader by a follower that will serve Loads from its own
+    /// state: confirms that this node leads, by `deadline`, and returns
+    /// what the follower must apply first. A node that does not lead
+    /// answers [`ApiError::NotLeader`].
+    fn read_index(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<ReadIndex, ApiError>> + Send;
+
     /// The deadline of a request that carries no `grpc-timeout`.
     fn default_timeout(&self) -> Duration;
+}
+
+/// The leader's answer to a follower about to serve reads (see
+/// [`Handler::read_index`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadIndex {
+    /// The commit index once leadership was confirmed: a follower that has
+    /// applied this far holds every write acknowledged before it asked.
+    pub index: u64,
+    /// The leader's cluster time then, in milliseconds since the epoch.
+    pub cluster_time_ms: u64,
 }

@@ -17,6 +17,7 @@ use super::handler::{Handler, Reply, Request as NodeRequest};
 use super::request_id::request_id_of;
 use crate::metrics;
 use crate::proto::peer::forward_server::Forward;
+use crate::proto::peer::{ReadIndexRequest, ReadIndexResponse};
 use crate::proto::protob::event_store_server::EventStore;
 use crate::proto::protob::{
     DeleteRequest, DeleteResponse, LoadRequest, LoadResponse, SaveRequest, SaveResponse,
@@ -189,5 +190,32 @@ impl<H: Handler> Forward for EventStoreService<H> {
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         self.serve("delete", req, NodeRequest::Delete).await
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let timer = metrics::REQUEST_SECONDS
+            .with_label_values(&["read_index", "relay"])
+            .start_timer();
+        let timeout = timeout_of(&req, self.node.default_timeout());
+        let answer = self
+            .node
+            .read_index(deadline_after(timeout))
+            .await
+            .map(|r| {
+                Response::new(ReadIndexResponse {
+                    index: r.index,
+                    cluster_time_ms: r.cluster_time_ms,
+                })
+            })
+            .map_err(|e| self.mark_answered(Status::from(e)));
+        timer.observe_duration();
+        let code = answer.as_ref().err().map_or(tonic::Code::Ok, |s| s.code());
+        metrics::REQUESTS
+            .with_label_values(&["read_index", metrics::code_label(code), "relay"])
+            .inc();
+        answer
     }
 }

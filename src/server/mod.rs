@@ -7,6 +7,7 @@
 //! - [`peer`]: the services on the peer port (Raft RPCs, admin);
 //! - [`metrics_http`]: Prometheus metrics and the HTTP probes;
 //! - [`expiry`]: the purger that turns expired values into log entries;
+//! - [`read_index`]: followers' batched questions to the leader for reads;
 //! - [`registrar`]: records each member's data-directory incarnation;
 //! - [`vote_guard`]: keeps a node that just started out of elections;
 //! - [`removal`]: a node that was removed learns it and stops serving;
@@ -20,6 +21,7 @@ pub mod expiry;
 pub mod metrics_http;
 pub mod node;
 pub mod peer;
+pub mod read_index;
 pub mod registrar;
 pub mod removal;
 pub mod vote_guard;
@@ -273,6 +275,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     .await
     .context("starting Raft")?;
 
+    let (read_index_queue, read_index_rounds) = read_index::queue();
     let node = Arc::new(Node {
         id: cfg.node_id,
         incarnation,
@@ -291,6 +294,8 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         lease: cfg.raft.election_timeout_max,
         leader_contact: std::sync::Mutex::new(None),
         removal,
+        read_index: read_index_queue,
+        transfer_term: Default::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -424,6 +429,11 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
         stop_rx.clone(),
     ));
     let purger = tokio::spawn(expiry::run_purger(node.clone(), stop_rx.clone()));
+    let read_index_rounds = tokio::spawn(read_index::run(
+        read_index_rounds,
+        Arc::downgrade(&node),
+        stop_rx.clone(),
+    ));
     let registrar = tokio::spawn(registrar::run_registrar(node.clone(), stop_rx.clone()));
     let (ready_tx, ready_rx) = watch::channel(false);
     let health_task = tokio::spawn(report_health(
@@ -482,6 +492,7 @@ pub async fn run(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let _ = bootstrapper.await;
     let _ = elections.await;
     let _ = purger.await;
+    let _ = read_index_rounds.await;
     let _ = registrar.await;
     let _ = health_task.await;
     if let Some(task) = metrics_task {
@@ -541,7 +552,7 @@ async fn hand_over_leadership(node: &Node) {
     });
     let Some(to) = best else { return };
     tracing::info!(to, "handing leadership over before shutting down");
-    if node.raft.trigger().transfer_leader(to).await.is_err() {
+    if node.transfer_leadership(to).await.is_err() {
         return;
     }
     let mut rx = node.raft.metrics();

@@ -6,9 +6,13 @@
 //!   majority and applied before the answer) and reads through a read
 //!   linearizer (the leader's lease, or a heartbeat round when the lease has
 //!   lapsed) before reading the local keyspace;
-//! - on a follower, the request is relayed to the leader over the peer port
-//!   and the leader's answer is returned. During an election the follower
-//!   waits, within the request's deadline, for a leader to appear.
+//! - on a follower, a Load is served from the follower's own keyspace once
+//!   it has applied up to a read index the leader confirmed after the Load
+//!   arrived (batched, see [`super::read_index`]); every other request, and
+//!   a Load the follower cannot serve that way, is relayed to the leader
+//!   over the peer port and the leader's answer is returned. During an
+//!   election the follower waits, within the request's deadline, for a
+//!   leader to appear.
 //!
 //! A relay is tried again only when nothing can have taken effect: the
 //! other node answered that it is not the leader (a structured field, which
@@ -37,19 +41,21 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::api::error::{ApiError, ANSWERED_KEY, NOT_LEADER_KEY, OUTCOME_UNKNOWN};
-use crate::api::handler::{Handler, Reply, Request};
+use crate::api::handler::{Handler, ReadIndex, Reply, Request};
 use crate::api::request::Op;
 use crate::api::request_id::REQUEST_ID_HEADER;
 use crate::config::{DefaultTtls, ExpirySettings, Limits};
 use crate::proto::peer::forward_client::ForwardClient;
+use crate::proto::peer::ReadIndexRequest;
 use crate::proto::protob::{DeleteResponse, LoadResponse, SaveResponse};
 use crate::raft::network::{Channels, Observed, Removal};
 use crate::raft::network::{CLUSTER_ID_KEY, FOREIGN_CLUSTER_KEY, NODE_ID_KEY};
 use crate::raft::types::{NodeId, Raft, TypeConfig};
 use crate::store::cluster_id::format_id;
-use crate::store::{Applied, ClusterId, Command, Keyspace, Stamp};
+use crate::store::{Applied, ClusterId, Command, Keyspace, Location, Stamp};
 
 use super::clock::Timeline;
+use super::read_index::{AskLeader, ReadIndexQueue};
 
 /// Everything a node needs to serve requests. Cheap to share behind an `Arc`.
 pub struct Node {
@@ -91,6 +97,11 @@ pub struct Node {
     pub leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
     /// Set once this node learns that it was removed from the cluster.
     pub removal: Removal,
+    /// Where a Load on a follower waits for a read index.
+    pub read_index: ReadIndexQueue,
+    /// The term (plus one; 0: none) in which this node, as leader, asked to
+    /// hand leadership over: see [`Node::transfer_leadership`].
+    pub transfer_term: std::sync::atomic::AtomicU64,
 }
 
 /// The message of every refusal by a node that was removed.
@@ -218,6 +229,13 @@ impl Node {
             if leader == self.id {
                 continue;
             }
+            if let Op::Load { location } = &op {
+                match self.read_here(location, deadline).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(Local::Failed(e)) => return Err(e),
+                    Err(Local::NotLeader(_)) => {}
+                }
+            }
             crate::metrics::RELAYED
                 .with_label_values(&[req.method()])
                 .inc();
@@ -319,43 +337,132 @@ impl Node {
             }
             Op::Load { location } => {
                 self.linearize(deadline).await?;
-                let key = location.encode();
-                let internal = |e: crate::store::KeyspaceError| {
-                    Local::Failed(ApiError::Internal(format!("reading {location}: {e}")))
-                };
-                let not_found = || {
-                    Local::Failed(ApiError::NotFound(format!(
-                        "no value at {location} (never saved, deleted, or expired)"
-                    )))
-                };
-                let Some(stored) = self.keyspace.get_raw(&key).map_err(internal)? else {
-                    return Err(not_found());
-                };
-                let clock = self.keyspace.clock().map_err(internal)?;
-                let now = clock.max(self.stamp().time_ms());
-                if now < stored.deadline_ms {
-                    return Ok(Reply::Load(LoadResponse {
-                        value: stored.value.into(),
-                    }));
-                }
-                if stored.deadline_ms > clock {
-                    // Expired by this leader's time, not yet by the
-                    // replicated clock: make the expiry binding on every
-                    // later leader before reporting it.
-                    self.advance_clock(stored.deadline_ms, deadline).await?;
-                    let clock = self.keyspace.clock().map_err(internal)?;
-                    match self.keyspace.get_raw(&key).map_err(internal)? {
-                        Some(s) if s.deadline_ms > clock => {
-                            return Ok(Reply::Load(LoadResponse {
+                let now = self.stamp().time_ms();
+                match self.read_local(location, now)? {
+                    LocalRead::Value(value) => Ok(Reply::Load(LoadResponse {
+                        value: value.into(),
+                    })),
+                    LocalRead::Absent => Err(Local::Failed(not_found(location))),
+                    LocalRead::ExpiryNotBinding { deadline_ms } => {
+                        // Expired by this leader's time, not yet by the
+                        // replicated clock: make the expiry binding on every
+                        // later leader before reporting it.
+                        self.advance_clock(deadline_ms, deadline).await?;
+                        let clock = self.keyspace.clock().map_err(|e| internal(location, e))?;
+                        match self
+                            .keyspace
+                            .get_raw(&location.encode())
+                            .map_err(|e| internal(location, e))?
+                        {
+                            Some(s) if s.deadline_ms > clock => Ok(Reply::Load(LoadResponse {
                                 value: s.value.into(),
-                            }))
+                            })),
+                            _ => Err(Local::Failed(not_found(location))),
                         }
-                        _ => {}
                     }
                 }
-                Err(not_found())
             }
         }
+    }
+
+    /// Reads `location` from the local keyspace, judging expiry by
+    /// `max(replicated clock, cluster_time_ms)`.
+    fn read_local(&self, location: &Location, cluster_time_ms: u64) -> Result<LocalRead, Local> {
+        let Some(stored) = self
+            .keyspace
+            .get_raw(&location.encode())
+            .map_err(|e| internal(location, e))?
+        else {
+            return Ok(LocalRead::Absent);
+        };
+        let clock = self.keyspace.clock().map_err(|e| internal(location, e))?;
+        if clock.max(cluster_time_ms) < stored.deadline_ms {
+            Ok(LocalRead::Value(stored.value))
+        } else if stored.deadline_ms > clock {
+            Ok(LocalRead::ExpiryNotBinding {
+                deadline_ms: stored.deadline_ms,
+            })
+        } else {
+            Ok(LocalRead::Absent)
+        }
+    }
+
+    /// Serves a Load on a follower from its own keyspace: asks the leader
+    /// for a read index (shared with the Loads waiting alongside), waits
+    /// until this node has applied that far, and reads. Everything a client
+    /// saw acknowledged before the Load arrived is at or below the index.
+    /// `Local::NotLeader` means "relay it": there was no read index, this
+    /// node lags too far, or the value expired by the leader's time but not
+    /// yet by the replicated clock (the leader makes that expiry binding).
+    async fn read_here(&self, location: &Location, deadline: Instant) -> Result<Reply, Local> {
+        let relay = |why: String| {
+            tracing::debug!(%why, "a follower read goes to the leader");
+            crate::metrics::FOLLOWER_READS
+                .with_label_values(&["relayed"])
+                .inc();
+            Local::NotLeader(None)
+        };
+        let ri = self.read_index.read_index(deadline).await.map_err(relay)?;
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.lease);
+        if let Err(e) = self
+            .raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(ri.index), "follower read")
+            .await
+        {
+            return Err(relay(format!(
+                "not applied up to read index {} in time: {e}",
+                ri.index
+            )));
+        }
+        let answer = match self.read_local(location, ri.cluster_time_ms)? {
+            LocalRead::Value(value) => Ok(Reply::Load(LoadResponse {
+                value: value.into(),
+            })),
+            LocalRead::Absent => Err(Local::Failed(not_found(location))),
+            LocalRead::ExpiryNotBinding { deadline_ms } => {
+                return Err(relay(format!(
+                    "expired at {deadline_ms} by the leader's time, not yet by the replicated clock"
+                )))
+            }
+        };
+        crate::metrics::FOLLOWER_READS
+            .with_label_values(&["served"])
+            .inc();
+        answer
+    }
+
+    /// Confirms, for a follower about to serve reads, that this node leads
+    /// (see [`Handler::read_index`]).
+    pub async fn read_index(&self, deadline: Instant) -> Result<ReadIndex, ApiError> {
+        if let Some(why) = self.removal.reason() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{REMOVED_MESSAGE} (node {}: {why})",
+                self.id
+            )));
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.read_lease);
+        let option = LinearizerOption::new(Some(self.read_lease), true).with_wait_timeout(wait);
+        let linearizer = self.raft.get_read_linearizer(option).await.map_err(|e| {
+            match self.linearizer_error(e) {
+                Local::NotLeader(_) => {
+                    ApiError::NotLeader(format!("node {} is not the leader; retry", self.id))
+                }
+                Local::Failed(e) => e,
+            }
+        })?;
+        let clock = self
+            .keyspace
+            .clock()
+            .map_err(|e| ApiError::Internal(format!("reading the replicated clock: {e}")))?;
+        Ok(ReadIndex {
+            index: linearizer.read_log_id().index(),
+            cluster_time_ms: clock.max(self.stamp().time_ms()),
+        })
     }
 
     /// Proposes a purge stamped now, unless the replicated clock has
@@ -436,7 +543,14 @@ impl Node {
     /// Returns once a read of the local keyspace is linearizable: this node
     /// is the leader, holds a lease (or confirmed leadership with a quorum
     /// now), and has applied everything committed before the read began.
+    ///
+    /// While the published metrics show this node leading with a fresh
+    /// quorum acknowledgement and an entry of its own term applied, the
+    /// check costs no message to the Raft core: see [`Node::reads_on_lease`].
     async fn linearize(&self, deadline: Instant) -> Result<(), Local> {
+        if self.reads_on_lease() {
+            return Ok(());
+        }
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .min(self.read_lease);
@@ -497,6 +611,46 @@ impl Node {
         let rx = self.raft.metrics();
         let m = rx.borrow_watched();
         m.current_leader == Some(self.id) && self.quorum_in_touch(&m)
+    }
+
+    /// Whether the latest published metrics show this node leading with a
+    /// quorum acknowledgement younger than the read lease, and having
+    /// applied an entry of its own term. Then a read of the local keyspace
+    /// is linearizable without asking the Raft core:
+    /// - no other leader can have been elected since that acknowledgement
+    ///   (the lease argument of the core's own check, which reads the same
+    ///   acknowledgement time; the metrics only lag it);
+    /// - every entry of earlier terms is applied (the entry of its own term
+    ///   comes after them), and every write of its own term that a client
+    ///   saw acknowledged was applied here before the acknowledgement.
+    ///
+    /// Not in a term in which this node asked to hand leadership over: the
+    /// target's election is authorized by this leader and followers grant
+    /// it inside the lease, so only the Raft core (which refuses reads
+    /// while a transfer is under way) can judge such a read.
+    fn reads_on_lease(&self) -> bool {
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
+        m.current_leader == Some(self.id)
+            && self.transfer_term.load(std::sync::atomic::Ordering::SeqCst) != m.current_term + 1
+            && self.quorum_in_touch(&m)
+            && m.last_applied.as_ref().is_some_and(|a| {
+                a.leader_id.term == m.current_term && a.leader_id.node_id == self.id
+            })
+    }
+
+    /// Asks the Raft core to hand leadership to `to`. From now on in this
+    /// term, reads no longer rest on the published metrics alone (see
+    /// [`Node::reads_on_lease`]); the mark is set before the core hears of
+    /// the transfer.
+    pub async fn transfer_leadership(
+        &self,
+        to: NodeId,
+    ) -> Result<(), openraft::error::Fatal<TypeConfig>> {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        self.transfer_term
+            .store(term + 1, std::sync::atomic::Ordering::SeqCst);
+        self.raft.trigger().transfer_leader(to).await
     }
 
     /// Whether this node currently believes it is the leader.
@@ -602,6 +756,20 @@ impl Node {
             .max_encoding_message_size(usize::MAX))
     }
 
+    /// This node's identity as metadata of a call to a peer.
+    fn sender_metadata(&self) -> Vec<(&'static str, tonic::metadata::AsciiMetadataValue)> {
+        [
+            self.cluster_id
+                .get()
+                .and_then(|c| format_id(c).parse().ok())
+                .map(|v| (CLUSTER_ID_KEY, v)),
+            self.id.to_string().parse().ok().map(|v| (NODE_ID_KEY, v)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     async fn relay(
         &self,
         leader: NodeId,
@@ -623,16 +791,7 @@ impl Node {
         };
         // So does this node's identity: a node of another cluster at the
         // leader's address refuses the request.
-        let sender: Vec<(&'static str, tonic::metadata::AsciiMetadataValue)> = [
-            self.cluster_id
-                .get()
-                .and_then(|c| format_id(c).parse().ok())
-                .map(|v| (CLUSTER_ID_KEY, v)),
-            self.id.to_string().parse().ok().map(|v| (NODE_ID_KEY, v)),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let sender = self.sender_metadata();
         fn with_meta<T>(
             msg: T,
             timeout: Duration,
@@ -678,8 +837,54 @@ impl Handler for Node {
         Node::handle(self, req, request_id, deadline, relayed).await
     }
 
+    async fn read_index(&self, deadline: Instant) -> Result<ReadIndex, ApiError> {
+        Node::read_index(self, deadline).await
+    }
+
     fn default_timeout(&self) -> Duration {
         self.default_timeout
+    }
+}
+
+impl AskLeader for Node {
+    /// Asks the leader this node follows, bounded by the lease (a leader
+    /// that does not answer within it may have been replaced) and ended
+    /// early when another leader is known.
+    async fn ask_read_index(&self) -> Result<ReadIndex, String> {
+        let leader = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .ok_or("no leader known")?;
+        if leader == self.id {
+            return Err("this node leads".into());
+        }
+        let mut client = self.forward_client(leader).map_err(|e| format!("{e:?}"))?;
+        let mut req = tonic::Request::new(ReadIndexRequest {});
+        req.set_timeout(self.lease);
+        for (k, v) in self.sender_metadata() {
+            req.metadata_mut().insert(k, v);
+        }
+        let asked = tokio::select! {
+            r = tokio::time::timeout(self.lease, client.read_index(req)) => r,
+            new = self.leader_replaced(leader) => {
+                return Err(format!("node {new} became leader while leader {leader} was asked"))
+            }
+        };
+        match asked {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                Ok(ReadIndex {
+                    index: r.index,
+                    cluster_time_ms: r.cluster_time_ms,
+                })
+            }
+            Ok(Err(s)) => Err(format!("leader {leader}: {}", describe(&s))),
+            Err(_) => Err(format!(
+                "leader {leader} gave no read index within the lease"
+            )),
+        }
     }
 }
 
@@ -763,6 +968,26 @@ pub enum Local {
     NotLeader(Option<NodeId>),
     /// The request failed for good.
     Failed(ApiError),
+}
+
+/// What the local keyspace holds at a location, judged at a cluster time.
+enum LocalRead {
+    /// A value whose deadline is after that time.
+    Value(Vec<u8>),
+    /// No value, or one expired by the replicated clock.
+    Absent,
+    /// A value expired by that time but not yet by the replicated clock.
+    ExpiryNotBinding { deadline_ms: u64 },
+}
+
+fn internal(location: &Location, e: crate::store::KeyspaceError) -> Local {
+    Local::Failed(ApiError::Internal(format!("reading {location}: {e}")))
+}
+
+fn not_found(location: &Location) -> ApiError {
+    ApiError::NotFound(format!(
+        "no value at {location} (never saved, deleted, or expired)"
+    ))
 }
 
 #[cfg(test)]

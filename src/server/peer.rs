@@ -669,12 +669,7 @@ impl Admin for PeerService {
                 )));
             }
         }
-        self.node
-            .raft
-            .trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(fatal)?;
+        self.node.transfer_leadership(to).await.map_err(fatal)?;
         let mut rx = self.node.raft.metrics();
         let moved = async {
             loop {
