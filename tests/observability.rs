@@ -62,6 +62,15 @@ async fn metrics_count_requests_by_method_and_code_and_show_raft_state() {
         let st = c.save(save_req(global(""), b"v", 60)).await.unwrap_err();
         assert_eq!(st.code(), Code::InvalidArgument);
 
+        // openraft's runtime statistics, with the stages the three Saves'
+        // entries went through.
+        let (status, stats) = get(&http, "/debug/raft").await;
+        assert_eq!(status, 200, "{stats}");
+        assert!(
+            stats.contains("append_batch") && stats.contains("proposed→applied"),
+            "{stats}"
+        );
+
         let (status, body) = get(&http, "/metrics").await;
         assert_eq!(status, 200, "{body}");
         let count = |series: &str| {
