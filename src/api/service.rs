@@ -70,22 +70,13 @@ impl<H: Handler> EventStoreService<H> {
         wrap: fn(T) -> NodeRequest,
     ) -> Result<Response<R>, Status> {
         let via = if self.relayed { "relay" } else { "client" };
-        let timer = metrics::REQUEST_SECONDS
-            .with_label_values(&[method, via])
-            .start_timer();
-        let answer = match self.admission.admit_bytes(req.get_ref().encoded_len()) {
-            Ok(_held) => self.answer(req, wrap).await,
-            Err(status) => Err(self.mark_answered(status)),
-        };
-        timer.observe_duration();
-        let code = match &answer {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        metrics::REQUESTS
-            .with_label_values(&[method, metrics::code_label(code), via])
-            .inc();
-        answer
+        counted(method, via, async {
+            match self.admission.admit_bytes(req.get_ref().encoded_len()) {
+                Ok(_held) => self.answer(req, wrap).await,
+                Err(status) => Err(self.mark_answered(status)),
+            }
+        })
+        .await
     }
 
     async fn answer<T, R: FromReply>(
@@ -123,6 +114,25 @@ impl<H> EventStoreService<H> {
         }
         status
     }
+}
+
+/// Runs `answer` and counts it in the node's metrics: its duration, and
+/// the answer by method, status code and origin (`via`).
+async fn counted<R>(
+    method: &'static str,
+    via: &'static str,
+    answer: impl std::future::Future<Output = Result<R, Status>>,
+) -> Result<R, Status> {
+    let timer = metrics::REQUEST_SECONDS
+        .with_label_values(&[method, via])
+        .start_timer();
+    let answer = answer.await;
+    timer.observe_duration();
+    let code = answer.as_ref().err().map_or(tonic::Code::Ok, |s| s.code());
+    metrics::REQUESTS
+        .with_label_values(&[method, metrics::code_label(code), via])
+        .inc();
+    answer
 }
 
 /// Picks the wire response out of a [`Reply`].
@@ -196,26 +206,19 @@ impl<H: Handler> Forward for EventStoreService<H> {
         &self,
         req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let timer = metrics::REQUEST_SECONDS
-            .with_label_values(&["read_index", "relay"])
-            .start_timer();
         let timeout = timeout_of(&req, self.node.default_timeout());
-        let answer = self
-            .node
-            .read_index(deadline_after(timeout))
-            .await
-            .map(|r| {
-                Response::new(ReadIndexResponse {
-                    index: r.index,
-                    cluster_time_ms: r.cluster_time_ms,
+        counted("read_index", "relay", async {
+            self.node
+                .read_index(deadline_after(timeout))
+                .await
+                .map(|r| {
+                    Response::new(ReadIndexResponse {
+                        index: r.index,
+                        cluster_time_ms: r.cluster_time_ms,
+                    })
                 })
-            })
-            .map_err(|e| self.mark_answered(Status::from(e)));
-        timer.observe_duration();
-        let code = answer.as_ref().err().map_or(tonic::Code::Ok, |s| s.code());
-        metrics::REQUESTS
-            .with_label_values(&["read_index", metrics::code_label(code), "relay"])
-            .inc();
-        answer
+                .map_err(|e| self.mark_answered(Status::from(e)))
+        })
+        .await
     }
 }

@@ -348,14 +348,11 @@ impl Node {
                         // replicated clock: make the expiry binding on every
                         // later leader before reporting it.
                         self.advance_clock(deadline_ms, deadline).await?;
-                        let clock = self.keyspace.clock().map_err(|e| internal(location, e))?;
-                        match self
-                            .keyspace
-                            .get_raw(&location.encode())
-                            .map_err(|e| internal(location, e))?
-                        {
-                            Some(s) if s.deadline_ms > clock => Ok(Reply::Load(LoadResponse {
-                                value: s.value.into(),
+                        // Read again by the replicated clock alone: a Save
+                        // may have replaced the value meanwhile.
+                        match self.read_local(location, 0)? {
+                            LocalRead::Value(value) => Ok(Reply::Load(LoadResponse {
+                                value: value.into(),
                             })),
                             _ => Err(Local::Failed(not_found(location))),
                         }
